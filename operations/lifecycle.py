@@ -1,0 +1,215 @@
+"""Every status change of an operation, in one place.
+
+Each transition is a conditional update, so two workers (or a worker and the
+sweeper) can never both move the same operation, and each ends with exactly
+one terminal event and one audit entry.
+"""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from audit.models import AuditLog
+from audit.services import record, record_guarded
+from operations import metrics
+from operations.models import Operation, OperationEvent
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL_ACTION = {
+    Operation.Status.COMPLETED: AuditLog.Action.OPERATION_COMPLETED,
+    Operation.Status.FAILED: AuditLog.Action.OPERATION_FAILED,
+    Operation.Status.CANCELLED: AuditLog.Action.OPERATION_CANCELLED,
+}
+
+
+def add_event(operation: Operation, kind: str, payload: dict | None = None) -> OperationEvent:
+    """Append to the operation's history; call inside a transaction."""
+    last = operation.events.aggregate(m=Max("seq"))["m"] or 0
+    body = {"operation": operation.to_dict()}
+    body.update(payload or {})
+    return OperationEvent.objects.create(
+        operation=operation, seq=last + 1, kind=kind, payload=body
+    )
+
+
+def create_pending(
+    *, collection, type: str, requested_by, config: dict | None = None, remote_addr=None
+) -> Operation:
+    """Write a pending operation, its first event and its audit entry.
+
+    The caller's transaction holds the change too; the enqueue runs on commit,
+    so a worker can never see a task whose row is not there yet.
+    """
+    operation = Operation.objects.create(
+        collection=collection,
+        collection_name=collection.name,
+        owner=collection.owner,
+        type=type,
+        config=config or {},
+        requested_by=requested_by,
+    )
+    add_event(operation, "requested")
+    record(
+        AuditLog.Action.OPERATION_REQUESTED,
+        actor=requested_by,
+        collection=collection,
+        operation=operation,
+        details={"type": type, "config": config or {}},
+        remote_addr=remote_addr,
+    )
+    transaction.on_commit(lambda: enqueue(operation.id))
+    return operation
+
+
+def enqueue(operation_id) -> None:
+    from django_q.tasks import async_task
+
+    task_id = async_task(
+        "operations.tasks.run_operation",
+        str(operation_id),
+        task_name=f"operation-{operation_id}",
+        group="operations",
+    )
+    if isinstance(task_id, str):
+        Operation.objects.filter(id=operation_id, task_id="").update(task_id=task_id)
+
+
+def claim(operation_id) -> Operation | None:
+    """pending → processing; None when another delivery already claimed it."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Operation.objects.filter(
+            id=operation_id, status=Operation.Status.PENDING
+        ).update(
+            status=Operation.Status.PROCESSING,
+            started_at=now,
+            heartbeat_at=now,
+            step="starting",
+        )
+        if changed != 1:
+            return None
+        operation = Operation.objects.select_related("collection").get(id=operation_id)
+        add_event(operation, "started")
+    metrics.OPERATIONS_STARTED.labels(operation.type).inc()
+    record_guarded(
+        AuditLog.Action.OPERATION_STARTED,
+        operation=operation,
+        collection=operation.collection,
+    )
+    logger.info(
+        "Operation %s (%s of %s) started", operation.id, operation.type, operation.collection_name
+    )
+    return operation
+
+
+class Progress:
+    """Throttled progress writes: at most one every PROGRESS_INTERVAL_SECONDS."""
+
+    def __init__(self, operation: Operation):
+        self.operation = operation
+        self._last_write = 0.0
+
+    def update(self, force: bool = False, **fields) -> None:
+        for name, value in fields.items():
+            setattr(self.operation, name, value)
+        now = time.monotonic()
+        if not force and now - self._last_write < settings.PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last_write = now
+        self.flush()
+
+    def flush(self) -> None:
+        op = self.operation
+        op.heartbeat_at = timezone.now()
+        fields = ["step", "total", "done", "found", "indexed", "unchanged", "failed",
+                  "skipped", "chunks", "heartbeat_at"]
+        with transaction.atomic():
+            Operation.objects.filter(id=op.id, status=Operation.Status.PROCESSING).update(
+                **{name: getattr(op, name) for name in fields}
+            )
+            add_event(op, "progress")
+
+    def cancel_requested(self) -> bool:
+        return Operation.objects.filter(id=self.operation.id, cancel_requested=True).exists()
+
+
+def finish(
+    operation: Operation, status: str, *, error: str = "", actor=None, logged: bool = False
+) -> bool:
+    """processing|pending → a terminal status, once. Returns False if already ended."""
+    now = timezone.now()
+    operation.status = status
+    operation.error = error
+    operation.finished_at = now
+    operation.step = status
+    with transaction.atomic():
+        changed = Operation.objects.filter(
+            id=operation.id, status__in=Operation.ACTIVE
+        ).update(
+            status=status,
+            error=error,
+            finished_at=now,
+            step=status,
+            found=operation.found,
+            indexed=operation.indexed,
+            unchanged=operation.unchanged,
+            failed=operation.failed,
+            skipped=operation.skipped,
+            chunks=operation.chunks,
+            done=F("total") if status == Operation.Status.COMPLETED else F("done"),
+        )
+        if changed != 1:
+            return False
+        operation.refresh_from_db()
+        add_event(operation, status, {"error": error} if error else None)
+    metrics.OPERATIONS_FINISHED.labels(operation.type, status).inc()
+    if operation.started_at:
+        metrics.OPERATION_DURATION.labels(operation.type).observe(
+            (now - operation.started_at).total_seconds()
+        )
+    record_guarded(
+        _TERMINAL_ACTION[status],
+        actor=actor,
+        operation=operation,
+        collection=operation.collection if operation.collection_id else None,
+        details={"counts": operation.counts(), "error": error} if error else {"counts": operation.counts()},
+    )
+    if logged:
+        return True
+    log = logger.warning if status == Operation.Status.FAILED else logger.info
+    log(
+        "Operation %s (%s of %s) %s%s",
+        operation.id,
+        operation.type,
+        operation.collection_name,
+        status,
+        f": {error}" if error else "",
+    )
+    return True
+
+
+def sweep_stale(now=None) -> int:
+    """Fail operations whose worker stopped beating; returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.OPERATION_STALE_SECONDS)
+    stale = Operation.objects.filter(
+        status=Operation.Status.PROCESSING, heartbeat_at__lt=cutoff
+    )
+    count = 0
+    for operation in stale:
+        message = (
+            "The worker stopped reporting progress (it was probably killed); "
+            "run the operation again to finish the work"
+        )
+        if finish(operation, Operation.Status.FAILED, error=message):
+            from collections_app.indexing import settle_collection
+
+            settle_collection(operation)
+            count += 1
+    return count

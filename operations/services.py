@@ -1,0 +1,46 @@
+"""The rules for acting on operations themselves: cancel and dismiss."""
+
+from django.db import transaction
+
+from audit.models import AuditLog
+from audit.services import record
+from collections_app.services import Conflict, Request
+from operations import lifecycle
+from operations.models import Operation
+
+
+def cancel_operation(request: Request, operation: Operation) -> Operation:
+    """A pending operation ends at once; a running one stops after its current file."""
+    if not operation.is_active:
+        raise Conflict(f"Operation {operation.id} has already ended ({operation.status}).")
+    if operation.type == Operation.Type.DELETE and operation.status == Operation.Status.PROCESSING:
+        raise Conflict("A deletion that has started cannot be cancelled.")
+    with transaction.atomic():
+        changed = Operation.objects.filter(
+            id=operation.id, status=Operation.Status.PROCESSING, cancel_requested=False
+        ).update(cancel_requested=True)
+        if changed:
+            operation.refresh_from_db()
+            lifecycle.add_event(operation, "cancel_requested")
+            record(
+                AuditLog.Action.OPERATION_CANCEL_REQUESTED,
+                actor=request.user,
+                operation=operation,
+                collection=operation.collection,
+                remote_addr=request.remote_addr,
+            )
+            return operation
+    if lifecycle.finish(
+        operation, Operation.Status.CANCELLED, error="Cancelled before it started", actor=request.user
+    ):
+        from collections_app.indexing import settle_collection
+
+        settle_collection(operation)
+    operation.refresh_from_db()
+    return operation
+
+
+def dismiss_operation(operation: Operation) -> None:
+    if operation.is_active:
+        raise Conflict("An active operation cannot be dismissed; cancel it first.")
+    Operation.objects.filter(id=operation.id).update(dismissed=True)

@@ -1,0 +1,229 @@
+"""Django settings for Quarry, read from the environment and `.env`.
+
+Every key is listed with its default in `.env.example`. A malformed value stops
+start-up with a message that names the variable.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+ENV_FILE = Path(env.str("QUARRY_ENV_FILE", default=str(BASE_DIR / ".env")))
+if ENV_FILE.is_file():
+    env.read_env(ENV_FILE, overwrite=False)
+
+
+def _setting(name: str, cast, default):
+    """Read one variable; a value that does not parse names the variable."""
+    try:
+        return cast(name, default=default)
+    except (ValueError, TypeError, ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"Setting {name} is invalid: {exc}") from exc
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ImproperlyConfigured(f"Setting {name} must be positive, got {value}")
+    return value
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "Setting SECRET_KEY is missing: run `python manage.py setup --noinput` "
+        "to write .env, or set SECRET_KEY in the environment"
+    )
+DEBUG = _setting("DEBUG", env.bool, False)
+ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, [])
+
+DATA_DIR = Path(_setting("DATA_DIR", env.str, str(BASE_DIR / "data"))).expanduser()
+if not DATA_DIR.is_absolute():
+    DATA_DIR = (BASE_DIR / DATA_DIR).resolve()
+DOCUMENT_ROOTS = [
+    Path(p).expanduser() for p in _setting("DOCUMENT_ROOTS", env.list, [str(Path.home())])
+]
+WEB_HOST = _setting("WEB_HOST", env.str, "127.0.0.1")
+WEB_PORT = int(_positive("WEB_PORT", _setting("WEB_PORT", env.int, 8000)))
+REDIS_URL = _setting("REDIS_URL", env.str, "")
+
+# Indexing
+MAX_FILE_BYTES = int(_positive("MAX_FILE_BYTES", _setting("MAX_FILE_BYTES", env.int, 50 * 1024 * 1024)))
+DEFAULT_CHUNK_SIZE = _setting("DEFAULT_CHUNK_SIZE", env.int, 800)
+DEFAULT_CHUNK_OVERLAP = _setting("DEFAULT_CHUNK_OVERLAP", env.int, 100)
+EMBEDDING_BATCH_SIZE = int(_positive("EMBEDDING_BATCH_SIZE", _setting("EMBEDDING_BATCH_SIZE", env.int, 32)))
+EMBEDDING_THREADS = _setting("EMBEDDING_THREADS", env.int, 0)
+PROGRESS_INTERVAL_SECONDS = _setting("PROGRESS_INTERVAL_SECONDS", env.float, 1.0)
+RECENT_OPERATIONS_HOURS = _setting("RECENT_OPERATIONS_HOURS", env.float, 24.0)
+OPERATION_STALE_SECONDS = _positive(
+    "OPERATION_STALE_SECONDS", _setting("OPERATION_STALE_SECONDS", env.int, 300)
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "collections_app",
+    "operations",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webui.urls"
+ASGI_APPLICATION = "webui.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "operations.context_processors.active_operations",
+            ],
+        },
+    },
+]
+
+# Database: SQLite in DATA_DIR unless DATABASE_URL says otherwise.
+SQLITE_BUSY_TIMEOUT = _positive(
+    "SQLITE_BUSY_TIMEOUT", _setting("SQLITE_BUSY_TIMEOUT", env.float, 30.0)
+)
+if SQLITE_BUSY_TIMEOUT < 20:
+    raise ImproperlyConfigured("Setting SQLITE_BUSY_TIMEOUT must be at least 20 seconds")
+_default_db_url = f"sqlite:///{DATA_DIR / 'quarry.sqlite3'}"
+DATABASES = {"default": _setting("DATABASE_URL", env.db_url, _default_db_url)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_path = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"]["OPTIONS"] = {
+        # IMMEDIATE takes the write lock at BEGIN, so the busy timeout applies
+        # to read-then-write transactions instead of failing at the upgrade.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": SQLITE_BUSY_TIMEOUT,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {
+        # A file, not memory: a real worker process shares it in the tests.
+        "NAME": str(_sqlite_path.with_name(f"test_{_sqlite_path.name}")),
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Django-Q2 keeps cluster stats here; a file cache is shared by processes
+    # without adding writes to SQLite.
+    "queue": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "cache" / "queue"),
+    },
+}
+
+# Task queue. Retry must exceed timeout, or a long operation is handed to a
+# second worker while the first still runs.
+OPERATION_TIMEOUT = int(
+    _positive("OPERATION_TIMEOUT", _setting("OPERATION_TIMEOUT", env.int, 4 * 3600))
+)
+QUEUE_RETRY = int(
+    _positive("QUEUE_RETRY", _setting("QUEUE_RETRY", env.int, OPERATION_TIMEOUT + 600))
+)
+if QUEUE_RETRY <= OPERATION_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"Setting QUEUE_RETRY ({QUEUE_RETRY}) must be greater than "
+        f"OPERATION_TIMEOUT ({OPERATION_TIMEOUT}), or a running operation is "
+        "handed to a second worker"
+    )
+WORKER_COUNT = int(_positive("WORKER_COUNT", _setting("WORKER_COUNT", env.int, 2)))
+Q_CLUSTER = {
+    "name": "quarry",
+    "workers": WORKER_COUNT,
+    "timeout": OPERATION_TIMEOUT,
+    "retry": QUEUE_RETRY,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 500,
+    "poll": 0.3,
+    "cache": "queue",
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+# Tests run tasks inline when they ask for it.
+Q_CLUSTER["sync"] = _setting("QUEUE_SYNC", env.bool, False)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "collections:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = _setting("TIME_ZONE", env.str, "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOG_LEVEL = _setting("LOG_LEVEL", env.str, "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "django_q": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "asyncio": {"level": "WARNING"},
+    },
+}
