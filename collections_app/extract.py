@@ -23,6 +23,7 @@ from bs4 import (
     ProcessingInstruction,
     Tag,
 )
+from bs4.dammit import EncodingDetector
 from charset_normalizer.models import CharsetMatch
 from docx.table import Table
 from docx.text.paragraph import Paragraph
@@ -138,8 +139,10 @@ def _too_large(size: int, max_bytes: int) -> ExtractionError:
 
 
 def _tidy(text: str) -> str:
-    # NUL is stripped from extracted text: PostgreSQL cannot store it.
+    # NUL is stripped from extracted text: PostgreSQL cannot store it. Lone
+    # surrogates (pypdf can produce them) cannot be stored as UTF-8 anywhere.
     text = text.replace("\x00", "")
+    text = text.encode("utf-8", "replace").decode("utf-8")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _EXCESS_BLANK_LINES.sub("\n\n\n", text)
 
@@ -208,10 +211,7 @@ def _binary() -> ExtractionError:
 
 
 def _html_to_text(data: bytes) -> str:
-    if _unicode_bom(data) is None and b"\x00" in data[:_SNIFF_BYTES]:
-        raise _binary()
-    # Bytes, not str: BeautifulSoup honours <meta charset> and BOMs itself.
-    soup = BeautifulSoup(data, "lxml")
+    soup = BeautifulSoup(_html_markup(data), "lxml")
     paragraphs: list[str] = []
     current: list[str] = []
     for item in _walk_html(soup):
@@ -222,6 +222,19 @@ def _html_to_text(data: bytes) -> str:
             current.append(item)
     paragraphs.append(_finish_paragraph(current))
     return "\n\n".join(p for p in paragraphs if p)
+
+
+def _html_markup(data: bytes) -> bytes | str:
+    """Bytes when the page states its encoding, so BeautifulSoup obeys it;
+    otherwise text decoded as for a plain-text file, since BeautifulSoup's
+    own guess has the same cp1250-for-cp1252 weakness."""
+    if _unicode_bom(data) is not None:
+        return data
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise _binary()
+    if EncodingDetector.find_declared_encoding(data, is_html=True):
+        return data
+    return _decode_text(data)
 
 
 def _finish_paragraph(parts: list[str]) -> str:
@@ -242,13 +255,15 @@ def _walk_html(root: Tag) -> Iterator[str | object]:
         child = next(children, None)
         if child is None:
             stack.pop()
-            inside_pre -= tag.name == "pre"
+            if tag.name == "pre":
+                inside_pre -= 1
             if tag.name in _HTML_BLOCKS:
                 yield _PARAGRAPH_BREAK
         elif isinstance(child, Tag):
             if child.name not in _HTML_DROPPED:
                 yield from _html_opening(child)
-                inside_pre += child.name == "pre"
+                if child.name == "pre":
+                    inside_pre += 1
                 stack.append((child, iter(child.children)))
         elif isinstance(child, NavigableString) and not isinstance(
             child, _HTML_SKIPPED_STRINGS
@@ -282,11 +297,11 @@ def _pdf_to_text(data: bytes) -> str:
             failed += 1
         # pypdf reports malformed content with many unrelated exception types;
         # one bad page should not cost the rest of the document.
-        except Exception:  # noqa: BLE001
+        except Exception:
             failed += 1
     if failed and not texts:
         raise ExtractionError("corrupt", "No page of the PDF could be read")
-    return "\n\n".join(texts)
+    return "\n\n".join(text for text in texts if text)
 
 
 def _open_pdf(data: bytes) -> PdfReader:
@@ -317,7 +332,7 @@ def _pdf_pages(reader: PdfReader) -> list[PageObject]:
 
 def _missing_crypto(exc: DependencyError) -> ExtractionError:
     return ExtractionError(
-        "encrypted", f"PDF encryption cannot be opened without a missing library: {exc}"
+        "encrypted", f"PDF uses encryption this server cannot open ({exc})"
     )
 
 

@@ -123,8 +123,9 @@ def _index_sources(
     total = sum(len(scan.files) for _, scan in scans)
     progress.update(force=True, step="indexing", total=total, found=total)
     for source, scan in scans:
-        _index_files(collection, source, scan, progress, force)
         _forget_missing(source, scan)
+    for source, scan in scans:
+        _index_files(collection, source, scan, progress, force)
     collection.refresh_counters()
 
 
@@ -204,16 +205,21 @@ def _index_files(
 ) -> None:
     existing = {d.path: d for d in source.documents.all()}
     batch: list[Pending] = []
+    claimed: dict[str, str] = {}  # digest -> path, for files waiting in the batch
     for candidate in scan.files:
         if progress.cancel_requested():
             _store_batch(collection, source, batch, progress)
             raise Cancelled()
-        pending = _prepare(collection, source, candidate, existing.get(candidate.relpath), progress, force)
+        pending = _prepare(
+            collection, source, candidate, existing.get(candidate.relpath), progress, force, claimed
+        )
         if pending is not None:
             batch.append(pending)
+            claimed[pending.digest] = candidate.relpath
         if sum(len(p.pieces) for p in batch) >= EMBED_BATCH_CHUNKS:
             _store_batch(collection, source, batch, progress)
             batch = []
+            claimed.clear()
         progress.update(done=progress.operation.done + (pending is None))
     _store_batch(collection, source, batch, progress)
     progress.update(force=True)
@@ -226,6 +232,7 @@ def _prepare(
     document: Document | None,
     progress: Progress,
     force: bool,
+    claimed: dict[str, str],
 ) -> Pending | None:
     """Hash and extract one file; returns work for the embedding batch, or None."""
     op = progress.operation
@@ -259,15 +266,11 @@ def _prepare(
         op.unchanged += 1
         metrics.DOCUMENTS.labels("unchanged", "").inc()
         return None
-    twin = (
-        Document.objects.filter(collection=collection, content_hash=digest, status=Document.Status.INDEXED)
-        .exclude(source=source, path=candidate.relpath)
-        .first()
-    )
+    twin = claimed.get(digest) or _indexed_twin(collection, source, candidate.relpath, digest)
     if twin is not None:
         _fail_document(
             collection, source, candidate.relpath, "duplicate",
-            f"Same content as {twin.path}", stat, status=Document.Status.SKIPPED, digest=digest,
+            f"Same content as {twin}", stat, status=Document.Status.SKIPPED, digest=digest,
         )
         op.skipped += 1
         return None
@@ -284,6 +287,17 @@ def _prepare(
         return None
     pieces = chunk_text(text, collection.chunk_size, collection.chunk_overlap)
     return Pending(candidate, stat.st_size, stat.st_mtime, digest, pieces)
+
+
+def _indexed_twin(collection: Collection, source: Source, relpath: str, digest: str) -> str | None:
+    twin = (
+        Document.objects.filter(
+            collection=collection, content_hash=digest, status=Document.Status.INDEXED
+        )
+        .exclude(source=source, path=relpath)
+        .first()
+    )
+    return twin.path if twin else None
 
 
 def _store_batch(collection: Collection, source: Source, batch: list[Pending], progress: Progress) -> None:

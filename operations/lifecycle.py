@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.models import AuditLog
 from audit.services import record, record_guarded
-from operations import metrics
+from operations import metrics, relay
 from operations.models import Operation, OperationEvent
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,11 @@ def add_event(operation: Operation, kind: str, payload: dict | None = None) -> O
     last = operation.events.aggregate(m=Max("seq"))["m"] or 0
     body = {"operation": operation.to_dict()}
     body.update(payload or {})
-    return OperationEvent.objects.create(
+    event = OperationEvent.objects.create(
         operation=operation, seq=last + 1, kind=kind, payload=body
     )
+    relay.on_event_created(event)
+    return event
 
 
 def create_pending(

@@ -1,6 +1,11 @@
 """The task the queue runs: claim an operation, hand it to its handler, end it."""
 
 import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from operations import lifecycle
 from operations.models import Operation
@@ -16,6 +21,8 @@ def run_operation(operation_id: str) -> str:
     if operation is None:
         logger.info("Operation %s was already claimed; skipping this delivery", operation_id)
         return "skipped"
+    beat = Heartbeat(operation.id)
+    beat.start()
     try:
         status, error = indexing.run(operation)
     except Exception as exc:  # noqa: BLE001 - any crash must end the operation
@@ -28,9 +35,36 @@ def run_operation(operation_id: str) -> str:
         lifecycle.finish(operation, Operation.Status.FAILED, error=f"Unexpected error: {exc}", logged=True)
         indexing.settle_collection(operation)
         return Operation.Status.FAILED
+    finally:
+        beat.stop()
     lifecycle.finish(operation, status, error=error)
     indexing.settle_collection(operation)
     return status
+
+
+class Heartbeat(threading.Thread):
+    """Beats while a handler runs, so a long file never looks like a dead worker."""
+
+    def __init__(self, operation_id):
+        super().__init__(name=f"heartbeat-{operation_id}", daemon=True)
+        self.operation_id = operation_id
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(settings.HEARTBEAT_SECONDS):
+                try:
+                    Operation.objects.filter(
+                        id=self.operation_id, status=Operation.Status.PROCESSING
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:
+                    logger.info("Heartbeat of operation %s not written: %s", self.operation_id, exc)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
 
 
 def sweep() -> int:

@@ -6,6 +6,8 @@ start-up with a message that names the variable.
 
 from pathlib import Path
 
+import sys
+
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
@@ -32,6 +34,10 @@ def _positive(name: str, value: float) -> float:
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
+# `manage.py setup` is what writes the key, so it may start without one.
+_RUNNING_SETUP = sys.argv[1:2] == ["setup"]
+if not SECRET_KEY and _RUNNING_SETUP:
+    SECRET_KEY = "setup-in-progress"
 if not SECRET_KEY:
     raise ImproperlyConfigured(
         "Setting SECRET_KEY is missing: run `python manage.py setup --noinput` "
@@ -59,9 +65,17 @@ EMBEDDING_BATCH_SIZE = int(_positive("EMBEDDING_BATCH_SIZE", _setting("EMBEDDING
 EMBEDDING_THREADS = _setting("EMBEDDING_THREADS", env.int, 0)
 PROGRESS_INTERVAL_SECONDS = _setting("PROGRESS_INTERVAL_SECONDS", env.float, 1.0)
 RECENT_OPERATIONS_HOURS = _setting("RECENT_OPERATIONS_HOURS", env.float, 24.0)
-OPERATION_STALE_SECONDS = _positive(
-    "OPERATION_STALE_SECONDS", _setting("OPERATION_STALE_SECONDS", env.int, 300)
+HEARTBEAT_SECONDS = _positive(
+    "HEARTBEAT_SECONDS", _setting("HEARTBEAT_SECONDS", env.float, 15.0)
 )
+OPERATION_STALE_SECONDS = _positive(
+    "OPERATION_STALE_SECONDS", _setting("OPERATION_STALE_SECONDS", env.int, 120)
+)
+if OPERATION_STALE_SECONDS < 3 * HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "Setting OPERATION_STALE_SECONDS must be at least three HEARTBEAT_SECONDS, "
+        "or live operations are failed as stale"
+    )
 
 INSTALLED_APPS = [
     "daphne",
@@ -76,6 +90,7 @@ INSTALLED_APPS = [
     "collections_app",
     "operations",
     "audit",
+    "webui",
 ]
 
 MIDDLEWARE = [
@@ -225,5 +240,7 @@ LOGGING = {
         "django_q": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "asyncio": {"level": "WARNING"},
+        # Malformed PDFs are expected input; their outcome is on the Document.
+        "pypdf": {"level": "ERROR"},
     },
 }

@@ -1,0 +1,256 @@
+"""What Quarry's management commands share: the owner they act for, JSON
+output, ending with one line and an exit code, and following an operation.
+"""
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
+
+from collections_app.models import Collection
+from collections_app.services import Request, ServiceError
+from operations.models import Operation
+
+POLL_SECONDS = 0.5
+PLAIN_LINE_SECONDS = 1.0
+PLAIN_LINE_PERCENT = 10
+BAR_WIDTH = 30
+FOLLOW_HINT = "follow it with `manage.py operations list --active`"
+
+
+class Exit(Exception):
+    """End the command: `message` (one line) on stderr, then exit with `code`."""
+
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class QuarryCommand(BaseCommand):
+    """A command whose parser names its handler with `set_defaults(handler=...)`.
+
+    Every command takes --owner; the handler gets that user and the options
+    and returns the exit code. A refusal (ServiceError, Exit) ends the command
+    with one line on stderr and a non-zero exit, never a traceback.
+    """
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Django colours stderr red on a terminal; progress and summaries are
+        # not errors.
+        self.stderr.style_func = None
+        try:
+            owner = resolve_owner(options["owner"])
+            code = options["handler"](owner, options)
+        except ServiceError as exc:
+            code = self.refuse(1, exc.message)
+        except Exit as exc:
+            code = self.refuse(exc.code, exc.message)
+        if code:
+            sys.exit(code)
+
+    def refuse(self, code: int, message: str) -> int:
+        if message:
+            self.stderr.write(" ".join(message.split()))
+        return code
+
+    def print_json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2))
+
+    def request(self, owner: AbstractBaseUser) -> Request:
+        return Request(user=owner, remote_addr=None)
+
+
+def add_owner_option(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--owner",
+        metavar="USER",
+        help="act as this user (default: the oldest active superuser)",
+    )
+
+
+def add_json_option(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print only JSON on standard output"
+    )
+
+
+def add_wait_option(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the operation until it ends; exit 1 unless it completes",
+    )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
+def resolve_owner(username: str | None) -> AbstractBaseUser:
+    """The user named by --owner, or the oldest active superuser."""
+    users = get_user_model().objects.filter(is_active=True)
+    if username is None:
+        admin = users.filter(is_superuser=True).order_by("id").first()
+        if admin is None:
+            raise Exit(
+                2,
+                "No admin user exists: pass --owner USER, or create one with "
+                "`manage.py createsuperuser`.",
+            )
+        return admin
+    user = users.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+    if user is None:
+        raise Exit(1, f"No active user named '{username}'.")
+    return user
+
+
+def find_collection(owner: AbstractBaseUser, name: str) -> Collection:
+    collection = Collection.objects.filter(owner=owner, name=name).first()
+    if collection is None:
+        raise Exit(
+            1, f"No collection named '{name}' for user '{owner.get_username()}'"
+        )
+    return collection
+
+
+def describe(operation: Operation) -> str:
+    return f"{operation.id} ({operation.type} of {operation.collection_name})"
+
+
+def summary(operation: Operation) -> str:
+    counts = ", ".join(f"{name} {value}" for name, value in operation.counts().items())
+    line = f"Operation {describe(operation)} {operation.status}: {counts}"
+    if operation.error:
+        line += f"; error: {operation.error}"
+    return line
+
+
+def exit_code(operation: Operation) -> int:
+    return 0 if operation.status == Operation.Status.COMPLETED else 1
+
+
+class PlainProgress:
+    """A line per noticeable change, at most one a second: for logs and pipes."""
+
+    def __init__(self, stream: OutputWrapper):
+        self.stream = stream
+        self.shown: tuple[str, int] | None = None
+        self.shown_at = 0.0
+
+    def show(self, operation: Operation) -> None:
+        now = time.monotonic()
+        if self.shown is not None:
+            step, percent = self.shown
+            changed = operation.step != step or (
+                abs(operation.percent - percent) >= PLAIN_LINE_PERCENT
+            )
+            if not changed or now - self.shown_at < PLAIN_LINE_SECONDS:
+                return
+        self.stream.write(
+            f"{operation.id}: {operation.status}, {operation.step} "
+            f"{operation.percent}% ({operation.done}/{operation.total})"
+        )
+        self.shown = (operation.step, operation.percent)
+        self.shown_at = now
+
+    def close(self, operation: Operation | None) -> None:
+        pass
+
+
+class BarProgress:
+    """One line redrawn in place: for a person watching a terminal."""
+
+    def __init__(self, stream: OutputWrapper):
+        self.stream = stream
+        self.width = 0
+
+    def show(self, operation: Operation) -> None:
+        filled = BAR_WIDTH * operation.percent // 100
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        line = (
+            f"[{bar}] {operation.percent:3d}% "
+            f"{operation.done}/{operation.total} {operation.step}"
+        )
+        remaining = operation.remaining_seconds()
+        if remaining is not None:
+            line += f", about {_duration(remaining)} left"
+        # Pad to the previous width so a shorter line leaves no leftovers.
+        self.stream.write("\r" + line.ljust(self.width), ending="")
+        self.stream.flush()
+        self.width = len(line)
+
+    def close(self, operation: Operation | None) -> None:
+        if not self.width:
+            return
+        if operation is not None:
+            self.show(operation)
+        self.stream.write("")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def follow(operation_id: uuid.UUID, stderr: OutputWrapper) -> Operation:
+    """Re-read the operation until it ends, showing progress on stderr.
+
+    Ctrl-C stops the waiting only (the operation is left running) and ends
+    the command with exit code 130.
+    """
+    display = BarProgress(stderr) if stderr.isatty() else PlainProgress(stderr)
+    operation = None
+    try:
+        while True:
+            operation = Operation.objects.select_related("requested_by").get(
+                id=operation_id
+            )
+            if not operation.is_active:
+                display.close(operation)
+                return operation
+            display.show(operation)
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        display.close(None)
+        raise Exit(
+            130,
+            f"Stopped waiting; operation {operation_id} keeps running: "
+            f"{FOLLOW_HINT}, or stop it with `manage.py operations cancel "
+            f"{operation_id}`.",
+        ) from None
+
+
+def report(command: QuarryCommand, operation: Operation, options: dict) -> int:
+    """Print a just-requested operation, following it first with --wait."""
+    if options["wait"]:
+        operation = follow(operation.id, command.stderr)
+        if options["json"]:
+            command.print_json(operation.to_dict())
+            command.stderr.write(summary(operation))
+        else:
+            command.stdout.write(summary(operation))
+        return exit_code(operation)
+    operation.refresh_from_db()
+    if options["json"]:
+        command.print_json(operation.to_dict())
+    elif operation.is_active:
+        command.stdout.write(
+            f"Operation {describe(operation)} is {operation.status}: queued; "
+            f"{FOLLOW_HINT}"
+        )
+    else:
+        command.stdout.write(summary(operation))
+    return 0

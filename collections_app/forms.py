@@ -1,0 +1,37 @@
+"""Forms for the collection pages: they parse input; the services judge it."""
+
+from django import forms
+from django.conf import settings
+
+
+class CollectionCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    source = forms.CharField(
+        label="Source folder",
+        strip=False,
+        help_text="An absolute path to a folder inside the document roots.",
+    )
+    chunk_size = forms.IntegerField(min_value=1, help_text="Characters per chunk.")
+    chunk_overlap = forms.IntegerField(
+        min_value=0, help_text="Characters shared by neighbouring chunks."
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Read at request time, so a changed setting needs no restart of forms.
+        self.fields["chunk_size"].initial = settings.DEFAULT_CHUNK_SIZE
+        self.fields["chunk_overlap"].initial = settings.DEFAULT_CHUNK_OVERLAP
+
+
+class CollectionEditForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+
+
+class SourceForm(forms.Form):
+    source = forms.CharField(label="Folder", strip=False)
