@@ -1,3 +1,5 @@
+"""The audit trail app: who changed which collection, when, and how it ended."""
+
 from django.apps import AppConfig
 
 

@@ -175,7 +175,7 @@ class BarProgress:
 
     def __init__(self, stream: OutputWrapper):
         self.stream = stream
-        self.width = 0
+        self.line = ""
 
     def show(self, operation: Operation) -> None:
         filled = BAR_WIDTH * operation.percent // 100
@@ -187,13 +187,15 @@ class BarProgress:
         remaining = operation.remaining_seconds()
         if remaining is not None:
             line += f", about {_duration(remaining)} left"
+        if line == self.line:
+            return
         # Pad to the previous width so a shorter line leaves no leftovers.
-        self.stream.write("\r" + line.ljust(self.width), ending="")
+        self.stream.write("\r" + line.ljust(len(self.line)), ending="")
         self.stream.flush()
-        self.width = len(line)
+        self.line = line
 
     def close(self, operation: Operation | None) -> None:
-        if not self.width:
+        if not self.line:
             return
         if operation is not None:
             self.show(operation)

@@ -12,6 +12,7 @@ Steps for an index run, per source:
 Cancellation is checked between files, and progress doubles as the heartbeat.
 """
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -171,11 +172,17 @@ def scan_source(root: Path) -> Scan:
             continue
         subdirs = []
         for entry in entries:
+            if _ignored(entry.name):
+                continue
             relpath = f"{prefix}{entry.name}"
             _scan_entry(scan, entry, relpath, roots, subdirs)
         stack.extend(reversed(subdirs))
     scan.files.sort(key=lambda c: c.relpath)
     return scan
+
+
+def _ignored(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in settings.SCAN_IGNORE)
 
 
 def _scan_entry(scan: Scan, entry: os.DirEntry, relpath: str, roots, subdirs) -> None:
@@ -414,13 +421,13 @@ def remove_source(operation: Operation, progress: Progress) -> None:
     _delete_documents(source.documents.all(), progress)
     with transaction.atomic():
         source.delete()
+        record_guarded(
+            AuditLog.Action.SOURCE_REMOVED,
+            collection=operation.collection,
+            operation=operation,
+            details={"source": operation.config.get("source", "")},
+        )
     operation.collection.refresh_counters()
-    record_guarded(
-        AuditLog.Action.SOURCE_REMOVED,
-        collection=operation.collection,
-        operation=operation,
-        details={"source": operation.config.get("source", "")},
-    )
 
 
 def delete_collection(operation: Operation, progress: Progress) -> None:
@@ -429,13 +436,15 @@ def delete_collection(operation: Operation, progress: Progress) -> None:
     _delete_documents(collection.documents.all(), progress)
     details = {"sources": [s.path for s in collection.sources.all()]}
     with transaction.atomic():
+        # Written first, while the entry may still reference the collection.
+        record_guarded(
+            AuditLog.Action.COLLECTION_DELETED,
+            collection=collection,
+            operation=operation,
+            details=details,
+        )
         collection.delete()
     operation.collection = None
-    record_guarded(
-        AuditLog.Action.COLLECTION_DELETED,
-        operation=operation,
-        details=details,
-    )
 
 
 def _delete_documents(documents, progress: Progress) -> None:

@@ -9,7 +9,7 @@ import uuid
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -67,7 +67,7 @@ def collection_create(request: HttpRequest) -> HttpResponse:
     return render(request, "collections_app/create.html", {"form": form})
 
 
-def _documents_page(request: HttpRequest, collection: Collection) -> tuple:
+def _documents_page(request: HttpRequest, collection: Collection) -> tuple[Page, str]:
     documents = collection.documents.select_related("source")
     status = request.GET.get("status", "")
     if status in Document.Status.values:
@@ -83,7 +83,6 @@ def _render_detail(
     collection: Collection,
     edit_form: CollectionEditForm | None = None,
     source_form: SourceForm | None = None,
-    status: int = 200,
 ) -> HttpResponse:
     page, document_status = _documents_page(request, collection)
     history = collection.operations.select_related("collection", "requested_by")
@@ -101,7 +100,7 @@ def _render_detail(
         "source_form": source_form or SourceForm(),
         "last_event_id": last_visible_event_id(request.user),
     }
-    return render(request, "collections_app/detail.html", context, status=status)
+    return render(request, "collections_app/detail.html", context)
 
 
 @login_required
@@ -124,7 +123,7 @@ def collection_update(request: HttpRequest, collection_id: uuid.UUID) -> HttpRes
         else:
             messages.success(request, "Saved.")
             return redirect(collection)
-    return _render_detail(request, collection, edit_form=form, status=400)
+    return _render_detail(request, collection, edit_form=form)
 
 
 @login_required
@@ -142,7 +141,7 @@ def source_add(request: HttpRequest, collection_id: uuid.UUID) -> HttpResponse:
         else:
             messages.success(request, "The folder is being added.")
             return redirect(operation)
-    return _render_detail(request, collection, source_form=form, status=400)
+    return _render_detail(request, collection, source_form=form)
 
 
 @login_required

@@ -98,12 +98,13 @@ def claim(operation_id) -> Operation | None:
             return None
         operation = Operation.objects.select_related("collection").get(id=operation_id)
         add_event(operation, "started")
+        # Commits with the claim; a failed audit write does not undo it.
+        record_guarded(
+            AuditLog.Action.OPERATION_STARTED,
+            operation=operation,
+            collection=operation.collection,
+        )
     metrics.OPERATIONS_STARTED.labels(operation.type).inc()
-    record_guarded(
-        AuditLog.Action.OPERATION_STARTED,
-        operation=operation,
-        collection=operation.collection,
-    )
     logger.info(
         "Operation %s (%s of %s) started", operation.id, operation.type, operation.collection_name
     )
@@ -142,7 +143,13 @@ class Progress:
 
 
 def finish(
-    operation: Operation, status: str, *, error: str = "", actor=None, logged: bool = False
+    operation: Operation,
+    status: str,
+    *,
+    error: str = "",
+    actor=None,
+    remote_addr: str | None = None,
+    logged: bool = False,
 ) -> bool:
     """processing|pending → a terminal status, once. Returns False if already ended."""
     now = timezone.now()
@@ -170,18 +177,20 @@ def finish(
             return False
         operation.refresh_from_db()
         add_event(operation, status, {"error": error} if error else None)
+        # Commits with the terminal status; a failed audit write does not undo it.
+        record_guarded(
+            _TERMINAL_ACTION[status],
+            actor=actor,
+            operation=operation,
+            collection=operation.collection if operation.collection_id else None,
+            details={"counts": operation.counts(), "error": error} if error else {"counts": operation.counts()},
+            remote_addr=remote_addr,
+        )
     metrics.OPERATIONS_FINISHED.labels(operation.type, status).inc()
     if operation.started_at:
         metrics.OPERATION_DURATION.labels(operation.type).observe(
             (now - operation.started_at).total_seconds()
         )
-    record_guarded(
-        _TERMINAL_ACTION[status],
-        actor=actor,
-        operation=operation,
-        collection=operation.collection if operation.collection_id else None,
-        details={"counts": operation.counts(), "error": error} if error else {"counts": operation.counts()},
-    )
     if logged:
         return True
     log = logger.warning if status == Operation.Status.FAILED else logger.info

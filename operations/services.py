@@ -31,7 +31,11 @@ def cancel_operation(request: Request, operation: Operation) -> Operation:
             )
             return operation
     if lifecycle.finish(
-        operation, Operation.Status.CANCELLED, error="Cancelled before it started", actor=request.user
+        operation,
+        Operation.Status.CANCELLED,
+        error="Cancelled before it started",
+        actor=request.user,
+        remote_addr=request.remote_addr,
     ):
         from collections_app.indexing import settle_collection
 

@@ -59,6 +59,11 @@ REDIS_URL = _setting("REDIS_URL", env.str, "")
 
 # Indexing
 MAX_FILE_BYTES = int(_positive("MAX_FILE_BYTES", _setting("MAX_FILE_BYTES", env.int, 50 * 1024 * 1024)))
+# Names (glob patterns) of files and folders the scan never enters: hidden ones,
+# tool caches, and the page sources Sphinx copies beside its HTML.
+SCAN_IGNORE = _setting(
+    "SCAN_IGNORE", env.list, [".*", "__pycache__", "node_modules", "_sources"]
+)
 DEFAULT_CHUNK_SIZE = _setting("DEFAULT_CHUNK_SIZE", env.int, 800)
 DEFAULT_CHUNK_OVERLAP = _setting("DEFAULT_CHUNK_OVERLAP", env.int, 100)
 EMBEDDING_BATCH_SIZE = int(_positive("EMBEDDING_BATCH_SIZE", _setting("EMBEDDING_BATCH_SIZE", env.int, 32)))
@@ -131,7 +136,13 @@ SQLITE_BUSY_TIMEOUT = _positive(
 if SQLITE_BUSY_TIMEOUT < 20:
     raise ImproperlyConfigured("Setting SQLITE_BUSY_TIMEOUT must be at least 20 seconds")
 _default_db_url = f"sqlite:///{DATA_DIR / 'quarry.sqlite3'}"
-DATABASES = {"default": _setting("DATABASE_URL", env.db_url, _default_db_url)}
+_database_url = _setting("DATABASE_URL", env.str, "") or _default_db_url
+try:
+    DATABASES = {"default": environ.Env.db_url_config(_database_url)}
+except (ValueError, KeyError, ImproperlyConfigured) as exc:
+    raise ImproperlyConfigured(f"Setting DATABASE_URL is invalid: {exc}") from exc
+if "ENGINE" not in DATABASES["default"]:
+    raise ImproperlyConfigured(f"Setting DATABASE_URL is invalid: {_database_url!r}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_path = Path(DATABASES["default"]["NAME"])
     DATABASES["default"]["OPTIONS"] = {
@@ -222,7 +233,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# Files are served from the finders (static/ and the apps); no collectstatic step.
+STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
@@ -237,7 +249,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"level": "INFO"},
-        "django_q": {"level": "WARNING"},
+        "django-q": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "asyncio": {"level": "WARNING"},
         # Malformed PDFs are expected input; their outcome is on the Document.
