@@ -135,7 +135,16 @@ def log_in(page, server: WebServer, username: str, password: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("main button[type=submit]")
-    page.wait_for_url(lambda url: "/login/" not in url)
+    try:
+        page.wait_for_url(lambda url: "/login/" not in url)
+    except Exception:
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+        u = get_user_model().objects.filter(username=username).first()
+        print("USER", u, u and u.check_password(password), connection.settings_dict["NAME"])
+        import sqlite3
+        print(sqlite3.connect(connection.settings_dict["NAME"]).execute("select id, username, password from auth_user").fetchall())
+        print("LOGIN PAGE", page.url); print(server.output()); raise
 
 
 def test_a_new_collections_operation_goes_live_from_pending_to_completed(
