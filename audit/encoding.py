@@ -10,14 +10,16 @@ The rule, applied recursively to keys and values (see README, "Audit trail"):
    infinities, -0.0, or one Python writes with an exponent, which jsonb turns
    into an integer) is stored as TAG + "float:" + its repr.
 3. Anything else that JSON has no type for becomes text: bytes as a file name
-   would be (`os.fsdecode`), dates in ISO 8601, other objects by `str()`.
-   Tuples and sets become lists.
+   would be (`os.fsdecode`), dates in ISO 8601, other objects by `str()`;
+   keys become text too. Tuples and sets become lists. PostgreSQL does not
+   keep the order of an object's keys.
 4. Values under keys that look secret (password, secret, token, API key,
    credential, ...) become REDACTED, whatever they hold.
 5. Bounds: a string keeps at most MAX_STRING characters, a key MAX_KEY, a list
    or object MAX_ITEMS items, the whole entry MAX_TOTAL characters of text, and
-   nesting MAX_DEPTH levels. Whatever is cut is replaced by a note that says
-   how much was cut. Cutting is the only change `decode` cannot undo.
+   nesting MAX_DEPTH levels; integers beyond MAX_INT_BITS bits become a note.
+   Whatever is cut is replaced by a note that says how much was cut.
+   Rules 3, 4 and 5 are the only changes `decode` cannot undo.
 
 TAG is U+FDD0, a Unicode noncharacter that real text does not use, so only
 the strings that need it are encoded; a string starting with TAG is always an
@@ -114,6 +116,8 @@ def needs_encoding(text: str) -> bool:
     """True for text jsonb refuses, and for text that would read as encoded."""
     if text.startswith(TAG) or "\x00" in text:
         return True
+    if text.isascii():
+        return False
     return any(ord(char) in _SURROGATES for char in text)
 
 

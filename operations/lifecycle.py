@@ -150,8 +150,13 @@ def finish(
     actor=None,
     remote_addr: str | None = None,
     logged: bool = False,
+    only_from: tuple[str, ...] = Operation.ACTIVE,
 ) -> bool:
-    """processing|pending → a terminal status, once. Returns False if already ended."""
+    """An active status → a terminal one, once. Returns False if already ended.
+
+    `only_from` narrows the statuses it may leave (a user's cancel may end a
+    pending operation, never one a worker is running).
+    """
     now = timezone.now()
     operation.status = status
     operation.error = error
@@ -159,7 +164,7 @@ def finish(
     operation.step = status
     with transaction.atomic():
         changed = Operation.objects.filter(
-            id=operation.id, status__in=Operation.ACTIVE
+            id=operation.id, status__in=only_from
         ).update(
             status=status,
             error=error,

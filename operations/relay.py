@@ -22,9 +22,10 @@ notice jumps in event ids and re-read from the database (`read_events`).
 
 import asyncio
 import logging
+import os
+import threading
 import time
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
@@ -155,7 +156,42 @@ def on_event_created(event: OperationEvent) -> None:
     transaction.on_commit(lambda: _publish(message))
 
 
-_publish_failures = 0
+class _Publisher:
+    """An event loop thread that keeps the channel layer's connection open.
+
+    Each publish from a fresh loop (`async_to_sync` in a worker) would open and
+    close a Redis connection: about 14 ms per event. Keyed by process id,
+    because the queue's workers are forked and a thread does not survive fork.
+    """
+
+    _lock = threading.Lock()
+    _current: "_Publisher | None" = None
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.failures = 0
+        thread = threading.Thread(
+            target=self.loop.run_forever, name="operation-event-publisher", daemon=True
+        )
+        thread.start()
+
+    @classmethod
+    def for_this_process(cls) -> "_Publisher":
+        with cls._lock:
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls()
+            return cls._current
+
+    def send(self, message: dict) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            get_channel_layer().group_send(GROUP, message), self.loop
+        )
+        try:
+            future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+        except BaseException:
+            future.cancel()
+            raise
 
 
 def _publish(message: dict) -> None:
@@ -165,11 +201,11 @@ def _publish(message: dict) -> None:
     browsers replay on reconnect, so a lost publish delays an event but never
     loses it.
     """
-    global _publish_failures
+    publisher = _Publisher.for_this_process()
     try:
-        async_to_sync(_group_send_with_timeout)(message)
+        publisher.send(message)
     except Exception as exc:  # noqa: BLE001 - bookkeeping must not break the operation
-        if _publish_failures == 0:
+        if publisher.failures == 0:
             logger.warning(
                 "Could not publish operation event %s to the channel layer (%s: %s); "
                 "browsers will catch up from the database. Check that Redis is "
@@ -178,21 +214,14 @@ def _publish(message: dict) -> None:
                 type(exc).__name__,
                 exc,
             )
-        _publish_failures += 1
+        publisher.failures += 1
         return
-    if _publish_failures:
+    if publisher.failures:
         logger.info(
             "Publishing operation events works again after %d failed attempts",
-            _publish_failures,
+            publisher.failures,
         )
-        _publish_failures = 0
-
-
-async def _group_send_with_timeout(message: dict) -> None:
-    # An unreachable Redis host could otherwise hang the worker's commit.
-    await asyncio.wait_for(
-        get_channel_layer().group_send(GROUP, message), PUBLISH_TIMEOUT_SECONDS
-    )
+        publisher.failures = 0
 
 
 class Poller:

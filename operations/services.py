@@ -13,8 +13,12 @@ def cancel_operation(request: Request, operation: Operation) -> Operation:
     """A pending operation ends at once; a running one stops after its current file."""
     if not operation.is_active:
         raise Conflict(f"Operation {operation.id} has already ended ({operation.status}).")
-    if operation.type == Operation.Type.DELETE and operation.status == Operation.Status.PROCESSING:
-        raise Conflict("A deletion that has started cannot be cancelled.")
+    uninterruptible = (Operation.Type.DELETE, Operation.Type.REMOVE_SOURCE)
+    if operation.type in uninterruptible and operation.status == Operation.Status.PROCESSING:
+        raise Conflict(
+            f"A {operation.get_type_display().lower()} operation that has started "
+            "cannot be cancelled."
+        )
     with transaction.atomic():
         changed = Operation.objects.filter(
             id=operation.id, status=Operation.Status.PROCESSING, cancel_requested=False
@@ -30,13 +34,20 @@ def cancel_operation(request: Request, operation: Operation) -> Operation:
                 remote_addr=request.remote_addr,
             )
             return operation
-    if lifecycle.finish(
+    ended = lifecycle.finish(
         operation,
         Operation.Status.CANCELLED,
         error="Cancelled before it started",
         actor=request.user,
         remote_addr=request.remote_addr,
-    ):
+        only_from=(Operation.Status.PENDING,),
+    )
+    operation.refresh_from_db()
+    if not ended and operation.is_active:
+        if operation.cancel_requested:
+            raise Conflict("Cancellation was already requested; it stops after its current file.")
+        raise Conflict("The operation started just now; ask again to cancel it.")
+    if ended:
         from collections_app.indexing import settle_collection
 
         settle_collection(operation)

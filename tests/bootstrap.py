@@ -13,5 +13,6 @@ os.environ.setdefault("DATA_DIR", _data_dir)
 os.environ.setdefault("DOCUMENT_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("QUEUE_SYNC", "true")
 os.environ.setdefault("PROGRESS_INTERVAL_SECONDS", "0")
+os.environ.setdefault("QUARRY_TEST_DB_SUFFIX", str(os.getpid()))
 # Never read a developer's .env into the tests.
 os.environ["QUARRY_ENV_FILE"] = os.path.join(_data_dir, "no.env")

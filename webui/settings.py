@@ -157,6 +157,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(_sqlite_path.with_name(f"test_{_sqlite_path.name}")),
     }
 else:
+    # Test runs that overlap on one server each get their own test database.
+    _suffix = env.str("QUARRY_TEST_DB_SUFFIX", default="")
+    if _suffix:
+        DATABASES["default"]["TEST"] = {
+            "NAME": f"test_{DATABASES['default']['NAME']}_{_suffix}"
+        }
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
