@@ -54,6 +54,26 @@ class Candidate:
     path: Path | None
     problem: tuple[str, str] | None = None  # (reason, message) found while scanning
 
+    def __post_init__(self) -> None:
+        self.relpath = storable_path(self.relpath)
+        if self.problem:
+            self.problem = (self.problem[0], clean_text(self.problem[1]))
+
+
+def storable_path(relpath: str) -> str:
+    """A file name as stored and shown: bytes that are not UTF-8 become \\xNN.
+
+    os.scandir hands undecodable bytes over as lone surrogates, which no
+    database column accepts; the file itself is still opened by its real name.
+    """
+    raw = relpath.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def clean_text(text: str) -> str:
+    """Text for a database column: NUL removed, lone surrogates replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
 
 @dataclass
 class Scan:
@@ -165,7 +185,7 @@ def scan_source(root: Path) -> Scan:
             seen_dirs.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
-            scan.unreadable_dirs.append(prefix)
+            scan.unreadable_dirs.append(storable_path(prefix))
             scan.files.append(
                 Candidate(prefix or ".", None, ("permission_denied", f"Folder unreadable: {exc.strerror}"))
             )
@@ -380,7 +400,7 @@ def _fail_document(
                 "content_hash": digest,
                 "status": status,
                 "error_reason": reason,
-                "error": message,
+                "error": clean_text(message),
                 "chunk_count": 0,
             },
         )
