@@ -137,7 +137,11 @@ def raw_embedding_rate(sample: list[str]) -> float:
 def grow(collection, minimum: int) -> int:
     from collections_app.models import Chunk, Document
 
-    originals = list(Chunk.objects.filter(collection=collection).values("text", "start", "end", "vector"))
+    originals = list(
+        Chunk.objects.filter(collection=collection).values(
+            "text", "start", "end", "vector"
+        )
+    )
     count = len(originals)
     copy = 0
     while count < minimum:
@@ -182,10 +186,16 @@ def percentile(values: list[float], share: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="/usr/share/doc/python3.11/html")
-    parser.add_argument("--files", type=int, default=None, help="index only the first N HTML files")
-    parser.add_argument("--sample", type=int, default=400, help="chunks for the raw rate")
+    parser.add_argument(
+        "--files", type=int, default=None, help="index only the first N HTML files"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=400, help="chunks for the raw rate"
+    )
     parser.add_argument("--min-chunks", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the query list")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="passes over the query list"
+    )
     args = parser.parse_args()
     corpus = Path(args.corpus)
     if not corpus.is_dir():
@@ -202,17 +212,23 @@ def main() -> None:
         random.Random(7).shuffle(texts)
         raw = raw_embedding_rate(texts[: args.sample])
         print(f"operation      {operation.status}: {operation.counts()}")
-        print(f"indexing       {elapsed:.1f} s for {operation.found} files, {operation.chunks} chunks")
+        print(
+            f"indexing       {elapsed:.1f} s for {operation.found} files, {operation.chunks} chunks"
+        )
         print(f"pipeline       {pipeline:.1f} chunks/s")
-        print(f"raw embedding  {raw:.1f} chunks/s (sample of {min(args.sample, len(texts))})")
+        print(
+            f"raw embedding  {raw:.1f} chunks/s (sample of {min(args.sample, len(texts))})"
+        )
         print(f"ratio          {pipeline / raw:.2f}  (target >= 0.85)")
 
         collection = operation.collection
         total = grow(collection, args.min_chunks)
         timings, top = time_searches(user, collection, args.rounds)
         p50, p95 = statistics.median(timings), percentile(timings, 0.95)
-        print(f"search         {len(timings)} queries on {total} chunks: "
-              f"p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target p95 <= 50 ms)")
+        print(
+            f"search         {len(timings)} queries on {total} chunks: "
+            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target p95 <= 50 ms)"
+        )
         for query in QUERIES[:6]:
             print(f"  {query!r}: {top[query][:3]}")
 

@@ -69,7 +69,9 @@ class Embedder:
         with self._lock:
             hidden = self.session.run(None, feeds)[0]
         weights = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(
+            weights.sum(axis=1), 1e-9, None
+        )
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
@@ -87,7 +89,9 @@ def get_embedder(model: str = DEFAULT_MODEL) -> Embedder:
     """The process-wide embedder, loaded on first use."""
     global _embedder
     if model not in MODELS:
-        raise ValueError(f"Unknown embedding model {model!r}; known: {', '.join(MODELS)}")
+        raise ValueError(
+            f"Unknown embedding model {model!r}; known: {', '.join(MODELS)}"
+        )
     with _embedder_lock:
         if _embedder is None:
             _embedder = Embedder(threads=settings.EMBEDDING_THREADS)

@@ -117,11 +117,15 @@ def run(operation: Operation) -> tuple[str, str]:
 
 
 def index_all(operation: Operation, progress: Progress) -> None:
-    _index_sources(operation, progress, list(operation.collection.sources.all()), force=False)
+    _index_sources(
+        operation, progress, list(operation.collection.sources.all()), force=False
+    )
 
 
 def reindex_all(operation: Operation, progress: Progress) -> None:
-    _index_sources(operation, progress, list(operation.collection.sources.all()), force=True)
+    _index_sources(
+        operation, progress, list(operation.collection.sources.all()), force=True
+    )
 
 
 def index_one_source(operation: Operation, progress: Progress) -> None:
@@ -187,7 +191,11 @@ def scan_source(root: Path) -> Scan:
         except OSError as exc:
             scan.unreadable_dirs.append(storable_path(prefix))
             scan.files.append(
-                Candidate(prefix or ".", None, ("permission_denied", f"Folder unreadable: {exc.strerror}"))
+                Candidate(
+                    prefix or ".",
+                    None,
+                    ("permission_denied", f"Folder unreadable: {exc.strerror}"),
+                )
             )
             continue
         subdirs = []
@@ -214,7 +222,14 @@ def _scan_entry(scan: Scan, entry: os.DirEntry, relpath: str, roots, subdirs) ->
             if not any(target.is_relative_to(root) for root in roots):
                 if is_supported(path) or target.is_dir():
                     scan.files.append(
-                        Candidate(relpath, None, ("outside_roots", "Symbolic link leads outside the document roots"))
+                        Candidate(
+                            relpath,
+                            None,
+                            (
+                                "outside_roots",
+                                "Symbolic link leads outside the document roots",
+                            ),
+                        )
                     )
                 return
         if entry.is_dir():
@@ -223,7 +238,11 @@ def _scan_entry(scan: Scan, entry: os.DirEntry, relpath: str, roots, subdirs) ->
             scan.files.append(Candidate(relpath, path))
     except (OSError, RuntimeError) as exc:
         if is_supported(path):
-            reason = "permission_denied" if isinstance(exc, PermissionError) else "unreadable"
+            reason = (
+                "permission_denied"
+                if isinstance(exc, PermissionError)
+                else "unreadable"
+            )
             scan.files.append(Candidate(relpath, None, (reason, f"Cannot open: {exc}")))
 
 
@@ -238,7 +257,13 @@ def _index_files(
             _store_batch(collection, source, batch, progress)
             raise Cancelled()
         pending = _prepare(
-            collection, source, candidate, existing.get(candidate.relpath), progress, force, claimed
+            collection,
+            source,
+            candidate,
+            existing.get(candidate.relpath),
+            progress,
+            force,
+            claimed,
         )
         if pending is not None:
             batch.append(pending)
@@ -264,7 +289,9 @@ def _prepare(
     """Hash and extract one file; returns work for the embedding batch, or None."""
     op = progress.operation
     if candidate.problem:
-        _fail_document(collection, source, candidate.relpath, *candidate.problem, stat=None)
+        _fail_document(
+            collection, source, candidate.relpath, *candidate.problem, stat=None
+        )
         op.failed += 1
         return None
     try:
@@ -276,12 +303,23 @@ def _prepare(
             )
         digest = file_digest(candidate.path)
     except ExtractionError as exc:
-        _fail_document(collection, source, candidate.relpath, exc.reason, exc.message, stat)
+        _fail_document(
+            collection, source, candidate.relpath, exc.reason, exc.message, stat
+        )
         op.failed += 1
         return None
     except OSError as exc:
-        reason = "permission_denied" if isinstance(exc, PermissionError) else "unreadable"
-        _fail_document(collection, source, candidate.relpath, reason, f"Cannot read: {exc.strerror}", None)
+        reason = (
+            "permission_denied" if isinstance(exc, PermissionError) else "unreadable"
+        )
+        _fail_document(
+            collection,
+            source,
+            candidate.relpath,
+            reason,
+            f"Cannot read: {exc.strerror}",
+            None,
+        )
         op.failed += 1
         return None
     if (
@@ -293,11 +331,19 @@ def _prepare(
         op.unchanged += 1
         metrics.DOCUMENTS.labels("unchanged", "").inc()
         return None
-    twin = claimed.get(digest) or _indexed_twin(collection, source, candidate.relpath, digest)
+    twin = claimed.get(digest) or _indexed_twin(
+        collection, source, candidate.relpath, digest
+    )
     if twin is not None:
         _fail_document(
-            collection, source, candidate.relpath, "duplicate",
-            f"Same content as {twin}", stat, status=Document.Status.SKIPPED, digest=digest,
+            collection,
+            source,
+            candidate.relpath,
+            "duplicate",
+            f"Same content as {twin}",
+            stat,
+            status=Document.Status.SKIPPED,
+            digest=digest,
         )
         op.skipped += 1
         return None
@@ -305,18 +351,29 @@ def _prepare(
     try:
         text = extract_text(candidate.path, settings.MAX_FILE_BYTES)
     except ExtractionError as exc:
-        _fail_document(collection, source, candidate.relpath, exc.reason, exc.message, stat)
+        _fail_document(
+            collection, source, candidate.relpath, exc.reason, exc.message, stat
+        )
         op.failed += 1
         return None
     except OSError as exc:
-        _fail_document(collection, source, candidate.relpath, "unreadable", f"Cannot read: {exc}", stat)
+        _fail_document(
+            collection,
+            source,
+            candidate.relpath,
+            "unreadable",
+            f"Cannot read: {exc}",
+            stat,
+        )
         op.failed += 1
         return None
     pieces = chunk_text(text, collection.chunk_size, collection.chunk_overlap)
     return Pending(candidate, stat.st_size, stat.st_mtime, digest, pieces)
 
 
-def _indexed_twin(collection: Collection, source: Source, relpath: str, digest: str) -> str | None:
+def _indexed_twin(
+    collection: Collection, source: Source, relpath: str, digest: str
+) -> str | None:
     twin = (
         Document.objects.filter(
             collection=collection, content_hash=digest, status=Document.Status.INDEXED
@@ -327,7 +384,9 @@ def _indexed_twin(collection: Collection, source: Source, relpath: str, digest: 
     return twin.path if twin else None
 
 
-def _store_batch(collection: Collection, source: Source, batch: list[Pending], progress: Progress) -> None:
+def _store_batch(
+    collection: Collection, source: Source, batch: list[Pending], progress: Progress
+) -> None:
     if not batch:
         return
     op = progress.operation
@@ -352,14 +411,15 @@ def _store_batch(collection: Collection, source: Source, batch: list[Pending], p
                 for ordinal, piece in enumerate(pending.pieces)
             )
             offset += count
-    for pending in batch:
-        metrics.DOCUMENTS.labels("indexed", "").inc()
+    metrics.DOCUMENTS.labels("indexed", "").inc(len(batch))
     op.indexed += len(batch)
     op.chunks += len(texts)
     progress.update(step="indexing", done=op.done + len(batch))
 
 
-def _save_document(collection: Collection, source: Source, pending: Pending) -> Document:
+def _save_document(
+    collection: Collection, source: Source, pending: Pending
+) -> Document:
     document, _ = Document.objects.update_or_create(
         source=source,
         path=pending.candidate.relpath,
@@ -406,7 +466,13 @@ def _fail_document(
         )
         document.chunks.all().delete()
     metrics.DOCUMENTS.labels(status, reason).inc()
-    logger.info("Document %s in %s not indexed (%s): %s", relpath, collection.name, reason, message)
+    logger.info(
+        "Document %s in %s not indexed (%s): %s",
+        relpath,
+        collection.name,
+        reason,
+        message,
+    )
 
 
 def _forget_missing(source: Source, scan: Scan) -> None:
@@ -416,7 +482,8 @@ def _forget_missing(source: Source, scan: Scan) -> None:
     gone = [
         d.id
         for d in source.documents.only("id", "path")
-        if d.path not in present and not (kept_prefixes and d.path.startswith(kept_prefixes))
+        if d.path not in present
+        and not (kept_prefixes and d.path.startswith(kept_prefixes))
     ]
     for begin in range(0, len(gone), DELETE_BATCH):
         with transaction.atomic():

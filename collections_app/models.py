@@ -36,7 +36,9 @@ class Collection(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="collection_name_per_owner")
+            models.UniqueConstraint(
+                fields=["owner", "name"], name="collection_name_per_owner"
+            )
         ]
 
     def __str__(self) -> str:
@@ -50,20 +52,31 @@ class Collection(models.Model):
         self.document_count = docs.filter(status=Document.Status.INDEXED).count()
         self.failed_count = docs.filter(status=Document.Status.FAILED).count()
         self.chunk_count = self.chunks.count()
-        self.save(update_fields=["document_count", "failed_count", "chunk_count", "updated_at"])
+        self.save(
+            update_fields=[
+                "document_count",
+                "failed_count",
+                "chunk_count",
+                "updated_at",
+            ]
+        )
 
 
 class Source(models.Model):
     """A directory inside one of DOCUMENT_ROOTS whose files feed a collection."""
 
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="sources")
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, related_name="sources"
+    )
     path = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["path"]
         constraints = [
-            models.UniqueConstraint(fields=["collection", "path"], name="source_path_per_collection")
+            models.UniqueConstraint(
+                fields=["collection", "path"], name="source_path_per_collection"
+            )
         ]
 
     def __str__(self) -> str:
@@ -76,8 +89,12 @@ class Document(models.Model):
         FAILED = "failed"
         SKIPPED = "skipped"
 
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
-    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, related_name="documents"
+    )
+    source = models.ForeignKey(
+        Source, on_delete=models.CASCADE, related_name="documents"
+    )
     path = models.TextField(help_text="Path relative to the source directory")
     size = models.BigIntegerField(default=0)
     mtime = models.FloatField(default=0)
@@ -91,7 +108,9 @@ class Document(models.Model):
     class Meta:
         ordering = ["path"]
         constraints = [
-            models.UniqueConstraint(fields=["source", "path"], name="document_path_per_source"),
+            models.UniqueConstraint(
+                fields=["source", "path"], name="document_path_per_source"
+            ),
             models.UniqueConstraint(
                 fields=["collection", "content_hash"],
                 condition=models.Q(status="indexed"),
@@ -106,8 +125,12 @@ class Document(models.Model):
 class Chunk(models.Model):
     """A passage of a document with its embedding (float32, L2-normalised)."""
 
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, related_name="chunks"
+    )
+    document = models.ForeignKey(
+        Document, on_delete=models.CASCADE, related_name="chunks"
+    )
     ordinal = models.PositiveIntegerField()
     text = models.TextField()
     start = models.PositiveIntegerField()
@@ -117,7 +140,9 @@ class Chunk(models.Model):
     class Meta:
         ordering = ["document_id", "ordinal"]
         constraints = [
-            models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_ordinal_per_document")
+            models.UniqueConstraint(
+                fields=["document", "ordinal"], name="chunk_ordinal_per_document"
+            )
         ]
 
     def embedding(self) -> np.ndarray:

@@ -63,16 +63,26 @@ def visible_collections(user):
 
 def clean_query(query: str) -> str:
     """NUL and other control characters become spaces; length is bounded."""
-    text = "".join(ch if ch.isprintable() else " " for ch in (query or "")[:MAX_QUERY_CHARS])
+    text = "".join(
+        ch if ch.isprintable() else " " for ch in (query or "")[:MAX_QUERY_CHARS]
+    )
     return " ".join(text.split())
 
 
-def search(user, query: str, collection: Collection | None = None, limit: int = 10, via: str = "web") -> list[Result]:
+def search(
+    user,
+    query: str,
+    collection: Collection | None = None,
+    limit: int = 10,
+    via: str = "web",
+) -> list[Result]:
     started = time.perf_counter()
     query = clean_query(query)
     if not query:
         return []
-    collections = [collection] if collection is not None else list(visible_collections(user))
+    collections = (
+        [collection] if collection is not None else list(visible_collections(user))
+    )
     if not collections:
         return []
     ids = [c.id for c in collections]
@@ -107,14 +117,20 @@ _indexes_lock = threading.Lock()
 
 def _vector_index(collection_id) -> _VectorIndex:
     signature = tuple(
-        Chunk.objects.filter(collection_id=collection_id).aggregate(n=Count("id"), m=Max("id")).values()
+        Chunk.objects.filter(collection_id=collection_id)
+        .aggregate(n=Count("id"), m=Max("id"))
+        .values()
     )
     key = str(collection_id)
     with _indexes_lock:
         cached = _indexes.get(key)
     if cached is not None and cached.signature == signature:
         return cached
-    rows = Chunk.objects.filter(collection_id=collection_id).order_by("id").values_list("id", "vector")
+    rows = (
+        Chunk.objects.filter(collection_id=collection_id)
+        .order_by("id")
+        .values_list("id", "vector")
+    )
     ids = np.empty(signature[0] or 0, dtype=np.int64)
     matrix = np.empty((signature[0] or 0, DIMENSIONS), dtype=np.float32)
     count = 0

@@ -61,7 +61,9 @@ def resolve_source_path(raw: str) -> Path:
     except (FileNotFoundError, NotADirectoryError):
         raise ServiceError(f"The folder {text} does not exist.", "source") from None
     except (OSError, RuntimeError) as exc:
-        raise ServiceError(f"The folder {text} cannot be opened: {exc}.", "source") from None
+        raise ServiceError(
+            f"The folder {text} cannot be opened: {exc}.", "source"
+        ) from None
     if not any(resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise ServiceError(
@@ -141,7 +143,9 @@ def create_collection(
                 chunk_overlap=overlap,
             )
         except IntegrityError:
-            raise ServiceError(f"You already have a collection named {name!r}.", "name") from None
+            raise ServiceError(
+                f"You already have a collection named {name!r}.", "name"
+            ) from None
         Source.objects.create(collection=collection, path=str(path))
         record(
             AuditLog.Action.COLLECTION_CREATED,
@@ -173,7 +177,10 @@ def update_collection(
     with transaction.atomic():
         collection = _lock(collection)
         old = collection.name
-        if name != old and Collection.objects.filter(owner=collection.owner, name=name).exists():
+        if (
+            name != old
+            and Collection.objects.filter(owner=collection.owner, name=name).exists()
+        ):
             raise ServiceError(f"You already have a collection named {name!r}.", "name")
         collection.name = name
         collection.description = description or ""
@@ -195,7 +202,9 @@ def add_source(request: Request, collection: Collection, source: str) -> Operati
         collection = _lock(collection)
         _refuse_if_busy(collection)
         if collection.sources.filter(path=str(path)).exists():
-            raise ServiceError(f"{path} is already a source of this collection.", "source")
+            raise ServiceError(
+                f"{path} is already a source of this collection.", "source"
+            )
         added = Source.objects.create(collection=collection, path=str(path))
         record(
             AuditLog.Action.SOURCE_ADDED,
@@ -232,12 +241,16 @@ def reindex(request: Request, collection: Collection) -> Operation:
         )
 
 
-def remove_source(request: Request, collection: Collection, source: Source) -> Operation:
+def remove_source(
+    request: Request, collection: Collection, source: Source
+) -> Operation:
     with transaction.atomic():
         collection = _lock(collection)
         _refuse_if_busy(collection)
         if source.collection_id != collection.id:
-            raise ServiceError("That folder is not a source of this collection.", "source")
+            raise ServiceError(
+                "That folder is not a source of this collection.", "source"
+            )
         record(
             AuditLog.Action.SOURCE_REMOVE_REQUESTED,
             actor=request.user,
@@ -285,5 +298,7 @@ def find_source(collection: Collection, raw: str) -> Source:
         pass
     source = collection.sources.filter(path__in=candidates).first()
     if source is None:
-        raise ServiceError(f"{raw} is not a source of collection {collection.name!r}.", "source")
+        raise ServiceError(
+            f"{raw} is not a source of collection {collection.name!r}.", "source"
+        )
     return source

@@ -135,10 +135,16 @@ class Operation(models.Model):
             "step": self.step,
             "collection": self.collection_name,
             "collection_id": str(self.collection_id) if self.collection_id else None,
-            "progress": {"done": self.done, "total": self.total, "percent": self.percent},
+            "progress": {
+                "done": self.done,
+                "total": self.total,
+                "percent": self.percent,
+            },
             "counts": self.counts(),
             "error": self.error,
-            "requested_by": self.requested_by.get_username() if self.requested_by else None,
+            "requested_by": self.requested_by.get_username()
+            if self.requested_by
+            else None,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
@@ -148,7 +154,9 @@ class Operation(models.Model):
 class OperationEvent(models.Model):
     """One step in an operation's history; `id` orders all events globally."""
 
-    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="events")
+    operation = models.ForeignKey(
+        Operation, on_delete=models.CASCADE, related_name="events"
+    )
     seq = models.PositiveIntegerField(help_text="Position within the operation")
     kind = models.CharField(max_length=40)
     payload = models.JSONField(default=dict)
@@ -157,7 +165,9 @@ class OperationEvent(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["operation", "seq"], name="event_seq_per_operation")
+            models.UniqueConstraint(
+                fields=["operation", "seq"], name="event_seq_per_operation"
+            )
         ]
 
     def __str__(self) -> str:

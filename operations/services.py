@@ -12,9 +12,14 @@ from operations.models import Operation
 def cancel_operation(request: Request, operation: Operation) -> Operation:
     """A pending operation ends at once; a running one stops after its current file."""
     if not operation.is_active:
-        raise Conflict(f"Operation {operation.id} has already ended ({operation.status}).")
+        raise Conflict(
+            f"Operation {operation.id} has already ended ({operation.status})."
+        )
     uninterruptible = (Operation.Type.DELETE, Operation.Type.REMOVE_SOURCE)
-    if operation.type in uninterruptible and operation.status == Operation.Status.PROCESSING:
+    if (
+        operation.type in uninterruptible
+        and operation.status == Operation.Status.PROCESSING
+    ):
         raise Conflict(
             f"A {operation.get_type_display().lower()} operation that has started "
             "cannot be cancelled."
@@ -45,7 +50,9 @@ def cancel_operation(request: Request, operation: Operation) -> Operation:
     operation.refresh_from_db()
     if not ended and operation.is_active:
         if operation.cancel_requested:
-            raise Conflict("Cancellation was already requested; it stops after its current file.")
+            raise Conflict(
+                "Cancellation was already requested; it stops after its current file."
+            )
         raise Conflict("The operation started just now; ask again to cancel it.")
     if ended:
         from collections_app.indexing import settle_collection

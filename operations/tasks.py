@@ -19,7 +19,9 @@ def run_operation(operation_id: str) -> str:
 
     operation = lifecycle.claim(operation_id)
     if operation is None:
-        logger.info("Operation %s was already claimed; skipping this delivery", operation_id)
+        logger.info(
+            "Operation %s was already claimed; skipping this delivery", operation_id
+        )
         return "skipped"
     beat = Heartbeat(operation.id)
     beat.start()
@@ -32,7 +34,12 @@ def run_operation(operation_id: str) -> str:
             operation.type,
             operation.collection_name,
         )
-        lifecycle.finish(operation, Operation.Status.FAILED, error=f"Unexpected error: {exc}", logged=True)
+        lifecycle.finish(
+            operation,
+            Operation.Status.FAILED,
+            error=f"Unexpected error: {exc}",
+            logged=True,
+        )
         indexing.settle_collection(operation)
         return Operation.Status.FAILED
     finally:
@@ -58,7 +65,11 @@ class Heartbeat(threading.Thread):
                         id=self.operation_id, status=Operation.Status.PROCESSING
                     ).update(heartbeat_at=timezone.now())
                 except DatabaseError as exc:
-                    logger.info("Heartbeat of operation %s not written: %s", self.operation_id, exc)
+                    logger.info(
+                        "Heartbeat of operation %s not written: %s",
+                        self.operation_id,
+                        exc,
+                    )
         finally:
             connection.close()
 

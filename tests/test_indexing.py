@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def index(request, folder: Path, name: str = "Docs", **options) -> Operation:
-    operation = services.create_collection(request, name=name, source=str(folder), **options)
+    operation = services.create_collection(
+        request, name=name, source=str(folder), **options
+    )
     operation.refresh_from_db()
     return operation
 
@@ -42,10 +44,22 @@ def test_it_indexes_every_supported_format(as_owner, tmp_path):
     operation = index(as_owner, folder)
     assert operation.status == Operation.Status.COMPLETED
     assert operation.counts() == {
-        "found": 6, "indexed": 6, "unchanged": 0, "failed": 0, "skipped": 0, "chunks": 6,
+        "found": 6,
+        "indexed": 6,
+        "unchanged": 0,
+        "failed": 0,
+        "skipped": 0,
+        "chunks": 6,
     }
     texts = " ".join(Chunk.objects.values_list("text", flat=True))
-    for bird in ("herons", "kingfishers", "cormorants", "pelicans", "egrets", "puffins"):
+    for bird in (
+        "herons",
+        "kingfishers",
+        "cormorants",
+        "pelicans",
+        "egrets",
+        "puffins",
+    ):
         assert bird in texts
     assert "x()" not in texts
 
@@ -88,7 +102,11 @@ def test_reindex_embeds_every_file_again_and_picks_up_new_ones(as_owner, tmp_pat
     (folder / "three.txt").write_text("third")
     operation = services.reindex(as_owner, collection)
     operation.refresh_from_db()
-    assert (operation.status, operation.indexed, operation.unchanged) == ("completed", 3, 0)
+    assert (operation.status, operation.indexed, operation.unchanged) == (
+        "completed",
+        3,
+        0,
+    )
     assert before.isdisjoint(Chunk.objects.values_list("id", flat=True))
 
 
@@ -114,7 +132,8 @@ def test_running_the_index_again_embeds_only_what_changed(as_owner, tmp_path):
 
 def test_deleted_files_are_forgotten_and_duplicates_are_skipped(as_owner, tmp_path):
     folder = write_files(
-        tmp_path / "dups", {"a.txt": "same words", "b.txt": "same words", "c.txt": "other"}
+        tmp_path / "dups",
+        {"a.txt": "same words", "b.txt": "same words", "c.txt": "other"},
     )
     operation = index(as_owner, folder)
     assert (operation.indexed, operation.skipped) == (2, 1)
@@ -126,7 +145,9 @@ def test_deleted_files_are_forgotten_and_duplicates_are_skipped(as_owner, tmp_pa
     assert not Document.objects.filter(path="c.txt").exists()
 
 
-def test_a_missing_source_folder_fails_the_operation_and_deletes_nothing(as_owner, tmp_path):
+def test_a_missing_source_folder_fails_the_operation_and_deletes_nothing(
+    as_owner, tmp_path
+):
     folder = write_files(tmp_path / "vanishing", {"keep.txt": "precious words"})
     index(as_owner, folder)
     collection = Collection.objects.get()
@@ -163,17 +184,23 @@ def test_remove_source_and_delete_take_their_chunks_with_them(as_owner, tmp_path
     assert not Chunk.objects.exists() and not Document.objects.exists()
 
 
-def test_cancelling_a_running_operation_stops_between_files(as_owner, tmp_path, monkeypatch):
+def test_cancelling_a_running_operation_stops_between_files(
+    as_owner, tmp_path, monkeypatch
+):
     from operations import lifecycle
 
-    folder = write_files(tmp_path / "many", {f"f{i:02}.txt": f"file {i}" for i in range(20)})
+    folder = write_files(
+        tmp_path / "many", {f"f{i:02}.txt": f"file {i}" for i in range(20)}
+    )
     calls = {"n": 0}
     original = lifecycle.Progress.cancel_requested
 
     def cancel_after_five(self):
         calls["n"] += 1
         if calls["n"] == 5:
-            lifecycle.Operation.objects.filter(id=self.operation.id).update(cancel_requested=True)
+            lifecycle.Operation.objects.filter(id=self.operation.id).update(
+                cancel_requested=True
+            )
         return original(self)
 
     monkeypatch.setattr(lifecycle.Progress, "cancel_requested", cancel_after_five)
@@ -182,8 +209,12 @@ def test_cancelling_a_running_operation_stops_between_files(as_owner, tmp_path, 
     assert 0 < Document.objects.count() < 20
 
 
-def test_a_source_path_with_backslashes_and_cjk_indexes_and_shows_as_given(as_owner, tmp_path):
-    folder = write_files(tmp_path / "C:\\Users\\Public\\Docs\\日本", {"メモ.txt": "富士山の写真"})
+def test_a_source_path_with_backslashes_and_cjk_indexes_and_shows_as_given(
+    as_owner, tmp_path
+):
+    folder = write_files(
+        tmp_path / "C:\\Users\\Public\\Docs\\日本", {"メモ.txt": "富士山の写真"}
+    )
     operation = index(as_owner, folder)
     assert operation.status == Operation.Status.COMPLETED
     collection = Collection.objects.get()

@@ -31,7 +31,9 @@ PAGES = {
 @pytest.fixture
 def library(as_owner, tmp_path):
     folder = write_files(tmp_path / "library", PAGES)
-    return services.create_collection(as_owner, name="Library", source=str(folder)).collection
+    return services.create_collection(
+        as_owner, name="Library", source=str(folder)
+    ).collection
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,9 @@ def test_the_page_that_answers_is_ranked_first(library, owner, query, answer):
 
 
 def test_meaning_finds_a_page_that_shares_no_word_with_the_query(library, owner):
-    results = search.search(owner, "concurrency primitives for mutual exclusion", limit=3)
+    results = search.search(
+        owner, "concurrency primitives for mutual exclusion", limit=3
+    )
     assert results[0].document == "threads.txt"
 
 
@@ -62,20 +66,30 @@ def test_words_find_an_exact_identifier(library, owner):
     assert ("strftime", True) in results[0].highlighted
 
 
-def test_results_show_collection_relative_path_passage_and_score(library, owner, tmp_path):
+def test_results_show_collection_relative_path_passage_and_score(
+    library, owner, tmp_path
+):
     result = search.search(owner, "walrus", limit=1)[0]
     assert result.collection == "Library"
     assert result.source == str((tmp_path / "library").resolve())
     assert result.document == "walrus.rst"
     assert "walrus" in result.passage and result.score > 0
-    assert set(result.to_dict()) >= {"collection", "document", "source", "passage", "score"}
+    assert set(result.to_dict()) >= {
+        "collection",
+        "document",
+        "source",
+        "passage",
+        "score",
+    }
 
 
 def test_a_user_never_sees_another_users_passages(library, teammate, outsider):
     assert search.search(outsider, "walrus") == []
 
 
-@pytest.mark.parametrize("query", ["", "\x00", "a\x00b walrus", '"unbalanced', "NEAR(", "*"])
+@pytest.mark.parametrize(
+    "query", ["", "\x00", "a\x00b walrus", '"unbalanced', "NEAR(", "*"]
+)
 def test_odd_queries_give_a_normal_answer(library, owner, query):
     results = search.search(owner, query)
     assert isinstance(results, list)

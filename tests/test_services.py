@@ -31,20 +31,26 @@ def test_creating_a_collection_writes_a_pending_operation_before_any_worker_runs
     assert {"collection.created", "operation.requested"} <= actions
 
 
-def test_the_enqueue_waits_for_the_commit(db, as_owner, docs, django_capture_on_commit_callbacks):
+def test_the_enqueue_waits_for_the_commit(
+    db, as_owner, docs, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         services.create_collection(as_owner, name="Notes", source=str(docs))
     enqueues = [cb for cb in callbacks if "create_pending" in cb.__qualname__]
     assert len(enqueues) == 1
 
 
-def test_it_refuses_a_second_operation_while_one_is_active(pending_collection, as_owner):
+def test_it_refuses_a_second_operation_while_one_is_active(
+    pending_collection, as_owner
+):
     with pytest.raises(Conflict, match="already has an active index operation"):
         services.reindex(as_owner, pending_collection)
     assert Operation.objects.count() == 1
 
 
-def test_it_refuses_a_duplicate_name_for_the_same_owner(pending_collection, as_owner, docs):
+def test_it_refuses_a_duplicate_name_for_the_same_owner(
+    pending_collection, as_owner, docs
+):
     with pytest.raises(ServiceError) as caught:
         services.create_collection(as_owner, name="Notes", source=str(docs))
     assert caught.value.field == "name"
@@ -56,7 +62,9 @@ def test_another_owner_may_reuse_a_name(pending_collection, teammate, docs):
     assert Collection.objects.filter(name="Notes").count() == 2
 
 
-def test_it_refuses_a_folder_outside_the_document_roots(db, as_owner, tmp_path, settings):
+def test_it_refuses_a_folder_outside_the_document_roots(
+    db, as_owner, tmp_path, settings
+):
     inside = tmp_path / "allowed"
     outside = tmp_path / "elsewhere"
     inside.mkdir()
@@ -70,7 +78,9 @@ def test_it_refuses_a_folder_outside_the_document_roots(db, as_owner, tmp_path, 
     assert not Collection.objects.exists()
 
 
-def test_it_refuses_a_symlink_that_leads_outside_the_roots(db, as_owner, tmp_path, settings):
+def test_it_refuses_a_symlink_that_leads_outside_the_roots(
+    db, as_owner, tmp_path, settings
+):
     inside = tmp_path / "allowed"
     outside = tmp_path / "secret"
     inside.mkdir()
@@ -92,7 +102,9 @@ def test_it_refuses_a_missing_folder_and_a_relative_path(db, as_owner, tmp_path)
     ("size", "overlap", "field"),
     [(50, 0, "chunk_size"), (100000, 0, "chunk_size"), (400, 200, "chunk_overlap")],
 )
-def test_it_refuses_chunk_settings_out_of_range(db, as_owner, docs, size, overlap, field):
+def test_it_refuses_chunk_settings_out_of_range(
+    db, as_owner, docs, size, overlap, field
+):
     with pytest.raises(ServiceError) as caught:
         services.create_collection(
             as_owner, name="X", source=str(docs), chunk_size=size, chunk_overlap=overlap
@@ -106,7 +118,10 @@ def test_cancelling_a_pending_operation_ends_it_at_once(pending_collection, as_o
     operation.refresh_from_db()
     assert operation.status == Operation.Status.CANCELLED
     assert operation.finished_at is not None
-    assert OperationEvent.objects.filter(operation=operation, kind="cancelled").count() == 1
+    assert (
+        OperationEvent.objects.filter(operation=operation, kind="cancelled").count()
+        == 1
+    )
     with pytest.raises(Conflict, match="already ended"):
         cancel_operation(as_owner, operation)
 

@@ -63,8 +63,12 @@ def run_writers_while_locked(mode: str) -> list[subprocess.CompletedProcess]:
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, mode],
-            cwd=BASE_DIR, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=BASE_DIR,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(2)
     ]
@@ -79,10 +83,12 @@ def run_writers_while_locked(mode: str) -> list[subprocess.CompletedProcess]:
     for writer in writers:
         writer.stdin.write("go\n")
         writer.stdin.flush()
-    for writer, mode_seen in zip(writers, modes):
+    for writer, mode_seen in zip(writers, modes, strict=True):
         out, err = writer.communicate(timeout=60)
         results.append(
-            subprocess.CompletedProcess(writer.args, writer.returncode, f"{mode_seen} {out}", err)
+            subprocess.CompletedProcess(
+                writer.args, writer.returncode, f"{mode_seen} {out}", err
+            )
         )
     holder.join()
     return results
@@ -99,9 +105,13 @@ def test_the_pragmas_are_in_force_on_a_live_connection(sqlite_only, db, settings
     assert connection.transaction_mode == "IMMEDIATE"
 
 
-def test_read_then_write_transactions_wait_for_a_held_lock(sqlite_only, transactional_db):
+def test_read_then_write_transactions_wait_for_a_held_lock(
+    sqlite_only, transactional_db
+):
     results = run_writers_while_locked("immediate")
-    assert [r.stdout.split()[-1] for r in results] == ["ok", "ok"], [r.stderr for r in results]
+    assert [r.stdout.split()[-1] for r in results] == ["ok", "ok"], [
+        r.stderr for r in results
+    ]
     from django.contrib.sessions.models import Session
 
     assert Session.objects.filter(session_key__startswith="writer-").count() == 2
@@ -112,7 +122,9 @@ def test_deferred_transactions_fail_at_once_which_is_why_quarry_avoids_them(
 ):
     results = run_writers_while_locked("deferred")
     assert all(r.stdout.startswith("None") for r in results)
-    assert any("database is locked" in r.stderr for r in results), [r.stdout for r in results]
+    assert any("database is locked" in r.stderr for r in results), [
+        r.stdout for r in results
+    ]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +139,11 @@ def test_deferred_transactions_fail_at_once_which_is_why_quarry_avoids_them(
 def test_a_bad_setting_stops_start_up_and_names_the_setting(db, env, named):
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
-        cwd=BASE_DIR, env=child_env(**env), capture_output=True, text=True, timeout=60,
+        cwd=BASE_DIR,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert f"Setting {named}" in result.stderr

@@ -19,7 +19,9 @@ def wait_until_ended(operation: Operation, timeout: float = 90) -> Operation:
     return operation
 
 
-def test_a_real_worker_creates_indexes_searches_and_deletes(worker, as_owner, owner, tmp_path):
+def test_a_real_worker_creates_indexes_searches_and_deletes(
+    worker, as_owner, owner, tmp_path
+):
     folder = write_files(
         tmp_path / "library",
         {
@@ -27,13 +29,18 @@ def test_a_real_worker_creates_indexes_searches_and_deletes(worker, as_owner, ow
             "bikes.md": "# Bicycles\n\nOil the chain after riding in the rain.",
         },
     )
-    operation = services.create_collection(as_owner, name="Household", source=str(folder))
+    operation = services.create_collection(
+        as_owner, name="Household", source=str(folder)
+    )
     assert Operation.objects.get(id=operation.id).status == Operation.Status.PENDING
 
     wait_until_ended(operation)
     assert operation.status == Operation.Status.COMPLETED, worker.output()
     assert (operation.indexed, operation.chunks) == (2, 2)
-    assert list(operation.events.values_list("kind", flat=True))[:2] == ["requested", "started"]
+    assert list(operation.events.values_list("kind", flat=True))[:2] == [
+        "requested",
+        "started",
+    ]
 
     results = search.search(owner, "how to clean limescale from a kettle")
     assert results[0].document == "kettles.txt"

@@ -34,7 +34,12 @@ def _positive_int(value: str) -> str:
 
 
 def _database_url(value: str) -> str:
-    if value and urlparse(value).scheme not in ("sqlite", "postgres", "postgresql", "pgsql"):
+    if value and urlparse(value).scheme not in (
+        "sqlite",
+        "postgres",
+        "postgresql",
+        "pgsql",
+    ):
         raise ValueError("must be empty (SQLite in DATA_DIR) or a postgres:// URL")
     return value
 
@@ -65,7 +70,12 @@ class Key:
 
 
 KEYS = [
-    Key("SECRET_KEY", lambda: secrets.token_urlsafe(50), "Django's secret; generated", secret=True),
+    Key(
+        "SECRET_KEY",
+        lambda: secrets.token_urlsafe(50),
+        "Django's secret; generated",
+        secret=True,
+    ),
     Key("DATA_DIR", lambda: "./data", "Database, caches and metrics live here"),
     Key(
         "DOCUMENT_ROOTS",
@@ -75,10 +85,24 @@ KEYS = [
     ),
     Key("WEB_HOST", lambda: "127.0.0.1", "Address the web server listens on"),
     Key("WEB_PORT", lambda: "8000", "Port the web server listens on", _port),
-    Key("ALLOWED_HOSTS", lambda: "127.0.0.1,localhost", "Host names the site answers to"),
-    Key("DATABASE_URL", lambda: "", "Empty: SQLite in DATA_DIR; or postgres://...", _database_url),
-    Key("REDIS_URL", lambda: "", "Empty: ORM broker; or redis://... for broker and events", _redis_url),
-    Key("WORKER_COUNT", lambda: "2", "Worker processes of the task queue", _positive_int),
+    Key(
+        "ALLOWED_HOSTS", lambda: "127.0.0.1,localhost", "Host names the site answers to"
+    ),
+    Key(
+        "DATABASE_URL",
+        lambda: "",
+        "Empty: SQLite in DATA_DIR; or postgres://...",
+        _database_url,
+    ),
+    Key(
+        "REDIS_URL",
+        lambda: "",
+        "Empty: ORM broker; or redis://... for broker and events",
+        _redis_url,
+    ),
+    Key(
+        "WORKER_COUNT", lambda: "2", "Worker processes of the task queue", _positive_int
+    ),
 ]
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -100,7 +124,9 @@ def read(path: Path) -> dict[str, str]:
     return values
 
 
-def resolve(existing: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+def resolve(
+    existing: dict[str, str], environ: dict[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """Each key's value and where it came from: environment, .env or default."""
     environ = dict(os.environ if environ is None else environ)
     chosen: dict[str, tuple[str, str]] = {}
@@ -114,7 +140,9 @@ def resolve(existing: dict[str, str], environ: dict[str, str] | None = None) -> 
         try:
             value = key.check(value.strip())
         except ValueError as exc:
-            raise InvalidValue(key.name, f"{exc} (got {value!r} from {origin})") from None
+            raise InvalidValue(
+                key.name, f"{exc} (got {value!r} from {origin})"
+            ) from None
         chosen[key.name] = (value, origin)
     return chosen
 

@@ -11,12 +11,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         self.stdout.write(
-            f"Quarry web on http://{settings.WEB_HOST}:{settings.WEB_PORT}/", ending="\n"
+            f"Quarry web on http://{settings.WEB_HOST}:{settings.WEB_PORT}/",
+            ending="\n",
         )
         self.stdout.flush()
         daphne = os.path.join(os.path.dirname(os.sys.executable), "daphne")
         os.execv(
             daphne,
-            [daphne, "-b", settings.WEB_HOST, "-p", str(settings.WEB_PORT),
-             "--proxy-headers", "webui.asgi:application"],
+            [
+                daphne,
+                "-b",
+                settings.WEB_HOST,
+                "-p",
+                str(settings.WEB_PORT),
+                "--proxy-headers",
+                "webui.asgi:application",
+            ],
         )
