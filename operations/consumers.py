@@ -100,7 +100,8 @@ class OperationsConsumer(AsyncJsonWebsocketConsumer):
         self.has_sent = False
         self.settle_due = 0.0
         self.settle_task: asyncio.Task | None = None
-        await self.channel_layer.group_add(relay.GROUP, self.channel_name)
+        self.group = relay.group_name()
+        await self.channel_layer.group_add(self.group, self.channel_name)
         # Read after joining the group, so no event falls between the two.
         self.cursor = relay.EventCursor(
             await database_sync_to_async(relay.newest_event_id)()
@@ -114,7 +115,7 @@ class OperationsConsumer(AsyncJsonWebsocketConsumer):
         relay.poller.unsubscribe()
         if self.settle_task is not None:
             self.settle_task.cancel()
-        await self.channel_layer.group_discard(relay.GROUP, self.channel_name)
+        await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data=None) -> None:
         try:

@@ -28,7 +28,9 @@ _TERMINAL_ACTION = {
 }
 
 
-def add_event(operation: Operation, kind: str, payload: dict | None = None) -> OperationEvent:
+def add_event(
+    operation: Operation, kind: str, payload: dict | None = None
+) -> OperationEvent:
     """Append to the operation's history; call inside a transaction."""
     last = operation.events.aggregate(m=Max("seq"))["m"] or 0
     body = {"operation": operation.to_dict()}
@@ -106,7 +108,10 @@ def claim(operation_id) -> Operation | None:
         )
     metrics.OPERATIONS_STARTED.labels(operation.type).inc()
     logger.info(
-        "Operation %s (%s of %s) started", operation.id, operation.type, operation.collection_name
+        "Operation %s (%s of %s) started",
+        operation.id,
+        operation.type,
+        operation.collection_name,
     )
     return operation
 
@@ -130,16 +135,28 @@ class Progress:
     def flush(self) -> None:
         op = self.operation
         op.heartbeat_at = timezone.now()
-        fields = ["step", "total", "done", "found", "indexed", "unchanged", "failed",
-                  "skipped", "chunks", "heartbeat_at"]
+        fields = [
+            "step",
+            "total",
+            "done",
+            "found",
+            "indexed",
+            "unchanged",
+            "failed",
+            "skipped",
+            "chunks",
+            "heartbeat_at",
+        ]
         with transaction.atomic():
-            Operation.objects.filter(id=op.id, status=Operation.Status.PROCESSING).update(
-                **{name: getattr(op, name) for name in fields}
-            )
+            Operation.objects.filter(
+                id=op.id, status=Operation.Status.PROCESSING
+            ).update(**{name: getattr(op, name) for name in fields})
             add_event(op, "progress")
 
     def cancel_requested(self) -> bool:
-        return Operation.objects.filter(id=self.operation.id, cancel_requested=True).exists()
+        return Operation.objects.filter(
+            id=self.operation.id, cancel_requested=True
+        ).exists()
 
 
 def finish(
@@ -188,7 +205,9 @@ def finish(
             actor=actor,
             operation=operation,
             collection=operation.collection if operation.collection_id else None,
-            details={"counts": operation.counts(), "error": error} if error else {"counts": operation.counts()},
+            details={"counts": operation.counts(), "error": error}
+            if error
+            else {"counts": operation.counts()},
             remote_addr=remote_addr,
         )
     metrics.OPERATIONS_FINISHED.labels(operation.type, status).inc()

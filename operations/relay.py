@@ -14,13 +14,14 @@ channel layer the settings chose:
 * Scale-out (channels-redis). The writer publishes each event once its
   transaction commits, so web processes get it without polling.
 
-Both paths send every event to one group, `GROUP`, with the owner of the
-operation in the message; each consumer drops what its user may not see. A
+Both paths send every event to one group (`group_name()`), with the owner of
+the operation in the message; each consumer drops what its user may not see. A
 layer may still drop messages (a full channel drops silently), so consumers
 notice jumps in event ids and re-read from the database (`read_events`).
 """
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -28,14 +29,13 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q, QuerySet
 
 from operations.models import OperationEvent
 
 logger = logging.getLogger(__name__)
 
-GROUP = "operations"
 POLL_SECONDS = 0.2
 POLL_BATCH = 500
 PUBLISH_TIMEOUT_SECONDS = 2.0
@@ -43,6 +43,20 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 # events in id order; PostgreSQL may commit a lower id after a higher one.
 HOLE_GRACE_SECONDS = 10.0
 MAX_HOLES = 1000
+
+
+def group_name() -> str:
+    """The group of every process on this database, and of no other deployment.
+
+    Two Quarry installations (or two test runs) sharing one Redis would
+    otherwise receive each other's events, and user ids repeat across
+    databases.
+    """
+    database = connection.settings_dict
+    identity = "|".join(
+        str(database.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME")
+    )
+    return "operations." + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def client_message(event_id: int, kind: str, payload: dict) -> dict:
@@ -185,7 +199,7 @@ class _Publisher:
 
     def send(self, message: dict) -> None:
         future = asyncio.run_coroutine_threadsafe(
-            get_channel_layer().group_send(GROUP, message), self.loop
+            get_channel_layer().group_send(group_name(), message), self.loop
         )
         try:
             future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
@@ -251,6 +265,7 @@ class Poller:
     async def _run(self) -> None:
         cursor: EventCursor | None = None
         layer = get_channel_layer()
+        group = group_name()
         while self.subscribers > 0:
             try:
                 if cursor is None:
@@ -265,7 +280,7 @@ class Poller:
             self._note_success()
             for message in messages:
                 cursor.accept(message["id"])
-                await layer.group_send(GROUP, message)
+                await layer.group_send(group, message)
             if len(messages) < POLL_BATCH:
                 await asyncio.sleep(POLL_SECONDS)
 

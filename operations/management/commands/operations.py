@@ -27,7 +27,9 @@ class Command(QuarryCommand):
         listing.add_argument(
             "--active", action="store_true", help="only pending and processing ones"
         )
-        cancel = subcommands.add_parser("cancel", help="cancel a pending or running one")
+        cancel = subcommands.add_parser(
+            "cancel", help="cancel a pending or running one"
+        )
         cancel.add_argument(
             "id",
             type=operation_id,
@@ -51,7 +53,9 @@ class Command(QuarryCommand):
             self.stdout.write(operation_line(operation))
             written = True
         if not written:
-            self.stdout.write("No active operations." if options["active"] else "No operations.")
+            self.stdout.write(
+                "No active operations." if options["active"] else "No operations."
+            )
         return 0
 
     def cancel(self, owner: AbstractBaseUser, options: dict) -> int:
@@ -95,9 +99,14 @@ def find_operation(owner: AbstractBaseUser, digits: str) -> Operation:
     # that; SQLite stores bare hex and Django strips them for it.
     matches = list(operations.filter(id__startswith=_hyphenated(digits))[:2])
     if not matches:
-        raise Exit(1, f"No operation with an id starting {digits} for user '{owner.get_username()}'")
+        raise Exit(
+            1,
+            f"No operation with an id starting {digits} for user '{owner.get_username()}'",
+        )
     if len(matches) > 1:
-        raise Exit(1, f"More than one operation has an id starting {digits}; give more of it")
+        raise Exit(
+            1, f"More than one operation has an id starting {digits}; give more of it"
+        )
     return matches[0]
 
 
