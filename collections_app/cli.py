@@ -4,9 +4,11 @@ output, ending with one line and an exit code, and following an operation.
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -52,12 +54,14 @@ class QuarryCommand(BaseCommand):
             code = self.refuse(1, exc.message)
         except Exit as exc:
             code = self.refuse(exc.code, exc.message)
+        except BrokenPipeError:
+            code = _reader_left()
         if code:
             sys.exit(code)
 
     def refuse(self, code: int, message: str) -> int:
         if message:
-            self.stderr.write(" ".join(message.split()))
+            self.stderr.write(" ".join(message.splitlines()))
         return code
 
     def print_json(self, data: Any) -> None:
@@ -65,6 +69,35 @@ class QuarryCommand(BaseCommand):
 
     def request(self, owner: AbstractBaseUser) -> Request:
         return Request(user=owner, remote_addr=None)
+
+    def report(self, operation: Operation, options: dict) -> int:
+        """Print a just-requested operation, following it first with --wait."""
+        if options["wait"]:
+            operation = follow(operation.id, self.stderr)
+            if options["json"]:
+                self.print_json(operation.to_dict())
+                self.stderr.write(summary(operation))
+            else:
+                self.stdout.write(summary(operation))
+            return exit_code(operation)
+        operation.refresh_from_db()
+        if options["json"]:
+            self.print_json(operation.to_dict())
+        elif operation.is_active:
+            self.stdout.write(
+                f"Operation {describe(operation)} is {operation.status}: queued; "
+                f"{FOLLOW_HINT}"
+            )
+        else:
+            self.stdout.write(summary(operation))
+        return 0
+
+
+def _reader_left() -> int:
+    """The reader of stdout (`| head`) has gone: exit quietly, not with a traceback."""
+    # Python flushes stdout again at exit and would report the broken pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
 
 
 def add_owner_option(parser: CommandParser) -> None:
@@ -107,8 +140,8 @@ def resolve_owner(username: str | None) -> AbstractBaseUser:
         if admin is None:
             raise Exit(
                 2,
-                "No admin user exists: pass --owner USER, or create one with "
-                "`manage.py createsuperuser`.",
+                "No admin user exists: pass --owner USER, or create the admin "
+                "with `manage.py setup` or `manage.py createsuperuser`.",
             )
         return admin
     user = users.filter(**{get_user_model().USERNAME_FIELD: username}).first()
@@ -120,9 +153,7 @@ def resolve_owner(username: str | None) -> AbstractBaseUser:
 def find_collection(owner: AbstractBaseUser, name: str) -> Collection:
     collection = Collection.objects.filter(owner=owner, name=name).first()
     if collection is None:
-        raise Exit(
-            1, f"No collection named '{name}' for user '{owner.get_username()}'"
-        )
+        raise Exit(1, f"No collection named '{name}' for user '{owner.get_username()}'")
     return collection
 
 
@@ -145,13 +176,16 @@ def exit_code(operation: Operation) -> int:
 class PlainProgress:
     """A line per noticeable change, at most one a second: for logs and pipes."""
 
-    def __init__(self, stream: OutputWrapper):
+    def __init__(
+        self, stream: OutputWrapper, clock: Callable[[], float] = time.monotonic
+    ):
         self.stream = stream
+        self.clock = clock
         self.shown: tuple[str, int] | None = None
         self.shown_at = 0.0
 
     def show(self, operation: Operation) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.shown is not None:
             step, percent = self.shown
             changed = operation.step != step or (
@@ -185,7 +219,7 @@ class BarProgress:
             f"{operation.done}/{operation.total} {operation.step}"
         )
         remaining = operation.remaining_seconds()
-        if remaining is not None:
+        if remaining is not None and remaining >= 1:
             line += f", about {_duration(remaining)} left"
         if line == self.line:
             return
@@ -214,7 +248,6 @@ def follow(operation_id: uuid.UUID, stderr: OutputWrapper) -> Operation:
     the command with exit code 130.
     """
     display = BarProgress(stderr) if stderr.isatty() else PlainProgress(stderr)
-    operation = None
     try:
         while True:
             operation = Operation.objects.select_related("requested_by").get(
@@ -233,26 +266,3 @@ def follow(operation_id: uuid.UUID, stderr: OutputWrapper) -> Operation:
             f"{FOLLOW_HINT}, or stop it with `manage.py operations cancel "
             f"{operation_id}`.",
         ) from None
-
-
-def report(command: QuarryCommand, operation: Operation, options: dict) -> int:
-    """Print a just-requested operation, following it first with --wait."""
-    if options["wait"]:
-        operation = follow(operation.id, command.stderr)
-        if options["json"]:
-            command.print_json(operation.to_dict())
-            command.stderr.write(summary(operation))
-        else:
-            command.stdout.write(summary(operation))
-        return exit_code(operation)
-    operation.refresh_from_db()
-    if options["json"]:
-        command.print_json(operation.to_dict())
-    elif operation.is_active:
-        command.stdout.write(
-            f"Operation {describe(operation)} is {operation.status}: queued; "
-            f"{FOLLOW_HINT}"
-        )
-    else:
-        command.stdout.write(summary(operation))
-    return 0

@@ -54,7 +54,7 @@ def resolve_source_path(raw: str) -> Path:
         raise ServiceError("The folder path contains a NUL character.", "source")
     path = Path(text).expanduser()
     if not path.is_absolute():
-        raise ServiceError(f"Use an absolute path, not {text!r}.", "source")
+        raise ServiceError(f"Use an absolute path, not “{text}”.", "source")
     roots = document_roots()
     try:
         resolved = path.resolve(strict=True)
@@ -111,7 +111,7 @@ def _refuse_if_busy(collection: Collection) -> None:
     active = collection.operations.filter(status__in=Operation.ACTIVE).first()
     if active is not None:
         raise Conflict(
-            f"Collection {collection.name!r} already has an active "
+            f"Collection “{collection.name}” already has an active "
             f"{active.get_type_display().lower()} operation ({active.status}); "
             "wait for it to finish or cancel it."
         )
@@ -133,7 +133,7 @@ def create_collection(
     path = resolve_source_path(source)
     with transaction.atomic():
         if Collection.objects.filter(owner=owner, name=name).exists():
-            raise ServiceError(f"You already have a collection named {name!r}.", "name")
+            raise ServiceError(f"You already have a collection named “{name}”.", "name")
         try:
             collection = Collection.objects.create(
                 owner=owner,
@@ -144,7 +144,7 @@ def create_collection(
             )
         except IntegrityError:
             raise ServiceError(
-                f"You already have a collection named {name!r}.", "name"
+                f"You already have a collection named “{name}”.", "name"
             ) from None
         Source.objects.create(collection=collection, path=str(path))
         record(
@@ -181,7 +181,7 @@ def update_collection(
             name != old
             and Collection.objects.filter(owner=collection.owner, name=name).exists()
         ):
-            raise ServiceError(f"You already have a collection named {name!r}.", "name")
+            raise ServiceError(f"You already have a collection named “{name}”.", "name")
         collection.name = name
         collection.description = description or ""
         collection.save(update_fields=["name", "description", "updated_at"])
@@ -299,6 +299,6 @@ def find_source(collection: Collection, raw: str) -> Source:
     source = collection.sources.filter(path__in=candidates).first()
     if source is None:
         raise ServiceError(
-            f"{raw} is not a source of collection {collection.name!r}.", "source"
+            f"{raw} is not a source of collection “{collection.name}”.", "source"
         )
     return source

@@ -213,7 +213,7 @@ def test_it_rejects_a_second_collection_with_the_same_name(
 
     response = client.post(reverse("collections:create"), form_data(source=str(docs)))
 
-    assert "already have a collection named 'Notes'" in errors_of(response, "name")
+    assert "already have a collection named “Notes”" in errors_of(response, "name")
     assert Collection.objects.count() == 1
 
 
@@ -333,7 +333,7 @@ def test_renaming_to_a_taken_name_shows_the_error_on_the_page(
     )
 
     assert response.status_code == 200
-    assert "already have a collection named 'Waiting'" in errors_of(response, "name")
+    assert "already have a collection named “Waiting”" in errors_of(response, "name")
     indexed.refresh_from_db()
     assert indexed.name == "Notes"
 

@@ -4,6 +4,8 @@ Each change goes through the same service function as the web page and
 prints the operation it queued; --wait follows it to its end.
 """
 
+from collections.abc import Callable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import CommandParser
 
@@ -14,9 +16,10 @@ from collections_app.cli import (
     add_owner_option,
     add_wait_option,
     find_collection,
-    report,
 )
 from collections_app.models import Collection
+
+Handler = Callable[[AbstractBaseUser, dict], int]
 
 
 class Command(QuarryCommand):
@@ -32,7 +35,10 @@ class Command(QuarryCommand):
             subcommands, "add-source", self.add_source, "add a folder and index it"
         ).add_argument("directory", metavar="DIR")
         self.add_change(
-            subcommands, "remove-source", self.remove_source, "forget a folder's documents"
+            subcommands,
+            "remove-source",
+            self.remove_source,
+            "forget a folder's documents",
         ).add_argument("directory", metavar="DIR")
         self.add_change(subcommands, "reindex", self.reindex, "index every file again")
         self.add_change(subcommands, "delete", self.delete, "delete a collection")
@@ -45,7 +51,10 @@ class Command(QuarryCommand):
 
     def add_create(self, subcommands) -> None:
         sub = self.add_change(
-            subcommands, "create", self.create, "create a collection and index its folder"
+            subcommands,
+            "create",
+            self.create,
+            "create a collection and index its folder",
         )
         sub.add_argument("--source", metavar="DIR", required=True)
         sub.add_argument("--description", default="")
@@ -53,7 +62,7 @@ class Command(QuarryCommand):
         sub.add_argument("--chunk-overlap", type=int, metavar="N")
 
     def add_change(
-        self, subcommands, name: str, handler, help_text: str
+        self, subcommands, name: str, handler: Handler, help_text: str
     ) -> CommandParser:
         sub = subcommands.add_parser(name, help=help_text)
         sub.add_argument("name", metavar="NAME")
@@ -96,30 +105,30 @@ class Command(QuarryCommand):
             chunk_size=options["chunk_size"],
             chunk_overlap=options["chunk_overlap"],
         )
-        return report(self, operation, options)
+        return self.report(operation, options)
 
     def add_source(self, owner: AbstractBaseUser, options: dict) -> int:
         collection = find_collection(owner, options["name"])
         operation = services.add_source(
             self.request(owner), collection, options["directory"]
         )
-        return report(self, operation, options)
+        return self.report(operation, options)
 
     def remove_source(self, owner: AbstractBaseUser, options: dict) -> int:
         collection = find_collection(owner, options["name"])
         source = services.find_source(collection, options["directory"])
         operation = services.remove_source(self.request(owner), collection, source)
-        return report(self, operation, options)
+        return self.report(operation, options)
 
     def reindex(self, owner: AbstractBaseUser, options: dict) -> int:
         collection = find_collection(owner, options["name"])
         operation = services.reindex(self.request(owner), collection)
-        return report(self, operation, options)
+        return self.report(operation, options)
 
     def delete(self, owner: AbstractBaseUser, options: dict) -> int:
         collection = find_collection(owner, options["name"])
         operation = services.delete_collection(self.request(owner), collection)
-        return report(self, operation, options)
+        return self.report(operation, options)
 
 
 def collection_to_dict(collection: Collection) -> dict:

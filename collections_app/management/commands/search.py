@@ -24,7 +24,11 @@ class Command(QuarryCommand):
             "--collection", metavar="NAME", help="search only this collection"
         )
         parser.add_argument(
-            "--limit", type=positive_int, default=10, metavar="K", help="at most K results"
+            "--limit",
+            type=positive_int,
+            default=10,
+            metavar="K",
+            help="at most K results",
         )
         add_owner_option(parser)
         add_json_option(parser)

@@ -1,7 +1,6 @@
 """`manage.py operations`: see queued and finished operations, cancel one."""
 
 import argparse
-import re
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import CommandParser
@@ -11,7 +10,7 @@ from operations.models import Operation
 from operations.services import cancel_operation
 
 MIN_PREFIX = 8
-_HEX = re.compile(r"[0-9a-f]{%d,32}" % MIN_PREFIX)
+_HEX_DIGITS = frozenset("0123456789abcdef")
 # The lengths of a UUID's hyphen-separated groups.
 _GROUPS = (8, 4, 4, 4, 12)
 
@@ -34,7 +33,7 @@ class Command(QuarryCommand):
             "id",
             type=operation_id,
             metavar="ID",
-            help=f"an operation id, or a unique prefix of at least {MIN_PREFIX} hex digits",
+            help=f"an operation id, or a unique prefix of {MIN_PREFIX}+ hex digits",
         )
         for sub, handler in ((listing, self.list_operations), (cancel, self.cancel)):
             add_owner_option(sub)
@@ -45,17 +44,16 @@ class Command(QuarryCommand):
         operations = Operation.objects.visible_to(owner).select_related("requested_by")
         if options["active"]:
             operations = operations.active()
+        operations = list(operations)
         if options["json"]:
             self.print_json([operation.to_dict() for operation in operations])
             return 0
-        written = False
-        for operation in operations:
-            self.stdout.write(operation_line(operation))
-            written = True
-        if not written:
+        if not operations:
             self.stdout.write(
                 "No active operations." if options["active"] else "No operations."
             )
+        for operation in operations:
+            self.stdout.write(operation_line(operation))
         return 0
 
     def cancel(self, owner: AbstractBaseUser, options: dict) -> int:
@@ -85,9 +83,9 @@ def operation_line(operation: Operation) -> str:
 def operation_id(text: str) -> str:
     """The hex digits of an id or id prefix, refused when too short or not hex."""
     digits = text.strip().lower().replace("-", "")
-    if not _HEX.fullmatch(digits):
+    if not (MIN_PREFIX <= len(digits) <= 32 and set(digits) <= _HEX_DIGITS):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an operation id or a prefix of at least "
+            f"'{text}' is not an operation id or a prefix of at least "
             f"{MIN_PREFIX} hex digits"
         )
     return digits
@@ -99,14 +97,10 @@ def find_operation(owner: AbstractBaseUser, digits: str) -> Operation:
     # that; SQLite stores bare hex and Django strips them for it.
     matches = list(operations.filter(id__startswith=_hyphenated(digits))[:2])
     if not matches:
-        raise Exit(
-            1,
-            f"No operation with an id starting {digits} for user '{owner.get_username()}'",
-        )
+        user = owner.get_username()
+        raise Exit(1, f"No operation with an id starting {digits} for user '{user}'")
     if len(matches) > 1:
-        raise Exit(
-            1, f"More than one operation has an id starting {digits}; give more of it"
-        )
+        raise Exit(1, f"More than one operation has an id starting {digits}")
     return matches[0]
 
 
