@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -107,6 +107,7 @@ def claim(operation_id) -> Operation | None:
             collection=operation.collection,
         )
     metrics.OPERATIONS_STARTED.labels(operation.type).inc()
+    metrics.operation_claimed(operation.id, operation.type)
     logger.info(
         "Operation %s (%s of %s) started",
         operation.id,
@@ -129,8 +130,20 @@ class Progress:
         now = time.monotonic()
         if not force and now - self._last_write < settings.PROGRESS_INTERVAL_SECONDS:
             return
+        try:
+            self.flush()
+        except DatabaseError as exc:
+            # Progress is bookkeeping: losing one write must never stop the
+            # documents themselves. The next update writes the counts again.
+            metrics.PROGRESS_WRITE_FAILURES.inc()
+            logger.warning(
+                "Progress of operation %s not recorded (%s); retrying at the next "
+                "update",
+                self.operation.id,
+                exc,
+            )
+            return
         self._last_write = now
-        self.flush()
 
     def flush(self) -> None:
         op = self.operation
@@ -174,6 +187,7 @@ def finish(
     `only_from` narrows the statuses it may leave (a user's cancel may end a
     pending operation, never one a worker is running).
     """
+    metrics.operation_ended(operation.id, operation.type)
     now = timezone.now()
     operation.status = status
     operation.error = error
@@ -238,13 +252,24 @@ def sweep_stale(now=None) -> int:
     )
     count = 0
     for operation in stale:
-        message = (
-            "The worker stopped reporting progress (it was probably killed); "
-            "run the operation again to finish the work"
-        )
+        message = _stale_message(operation, now)
         if finish(operation, Operation.Status.FAILED, error=message):
             from collections_app.indexing import settle_collection
 
             settle_collection(operation)
             count += 1
     return count
+
+
+def _stale_message(operation: Operation, now) -> str:
+    """Why a stale operation ended: the queue's timeout guard, or a lost worker."""
+    limit = settings.OPERATION_TIMEOUT
+    if operation.started_at and (now - operation.started_at).total_seconds() > limit:
+        return (
+            f"The operation ran past OPERATION_TIMEOUT ({limit} s) and its worker "
+            "was stopped; run the operation again to finish the work"
+        )
+    return (
+        "The worker stopped reporting progress (it was probably killed); "
+        "run the operation again to finish the work"
+    )
