@@ -2,10 +2,12 @@
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
+from django_q.exceptions import TimeoutException
 
 from operations import lifecycle
 from operations.models import Operation
@@ -17,7 +19,7 @@ def run_operation(operation_id: str) -> str:
     """Run one operation; a second delivery of the same task does nothing."""
     from collections_app import indexing
 
-    operation = lifecycle.claim(operation_id)
+    operation = _claim_with_retries(operation_id)
     if operation is None:
         logger.info(
             "Operation %s was already claimed; skipping this delivery", operation_id
@@ -27,6 +29,18 @@ def run_operation(operation_id: str) -> str:
     beat.start()
     try:
         status, error = indexing.run(operation)
+    except TimeoutException:
+        # Django-Q2 raises it (a SystemExit, so not caught below) at
+        # OPERATION_TIMEOUT; ended here, the operation need not wait for the
+        # stale sweep. Re-raised so the queue records the timeout too.
+        lifecycle.finish(
+            operation,
+            Operation.Status.FAILED,
+            error=f"Timed out after {settings.OPERATION_TIMEOUT} s "
+            "(OPERATION_TIMEOUT); run the operation again to finish the work",
+        )
+        indexing.settle_collection(operation)
+        raise
     except Exception as exc:  # noqa: BLE001 - any crash must end the operation
         logger.exception(
             "Operation %s (%s of %s) failed with an unexpected error",
@@ -47,6 +61,23 @@ def run_operation(operation_id: str) -> str:
     lifecycle.finish(operation, status, error=error)
     indexing.settle_collection(operation)
     return status
+
+
+CLAIM_ATTEMPTS = 3
+
+
+def _claim_with_retries(operation_id: str):
+    """Claim, retrying a locked database: the queue delivers this task only once,
+    so giving up here would leave the operation pending with nobody to run it."""
+    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+        try:
+            return lifecycle.claim(operation_id)
+        except DatabaseError as exc:
+            if attempt == CLAIM_ATTEMPTS:
+                raise
+            logger.info("Claim of operation %s failed (%s); retrying", operation_id, exc)
+            time.sleep(attempt)
+    return None
 
 
 class Heartbeat(threading.Thread):
