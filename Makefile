@@ -7,6 +7,7 @@ PIP := $(VENV)/bin/pip
 .PHONY: run test test-sqlite test-scaleout install install-test browser services clean
 
 run: $(VENV)/.installed .env
+	$(PY) manage.py metrics_exporter --clear
 	$(VENV)/bin/honcho start -f Procfile
 
 $(VENV)/bin/python:

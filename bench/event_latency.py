@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -365,7 +366,8 @@ def row(name: str, values: list[float], target: float | None) -> str:
         return f"{name:<34} {'-':>6} {'-':>9} {'-':>9} {'-':>9}  not measured"
     p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
     ratio = f"{p95 / target:.2f} of {target:.0f} ms" if target else ""
-    return f"{name:<34} {len(values):>6} {p50:>9.1f} {p95:>9.1f} {max(values):>9.1f}  {ratio}"
+    numbers = f"{len(values):>6} {p50:>9.1f} {p95:>9.1f} {max(values):>9.1f}"
+    return f"{name:<34} {numbers}  {ratio}"
 
 
 def main() -> None:
@@ -376,6 +378,7 @@ def main() -> None:
     )
     parser.add_argument("--pickups", type=int, default=20)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="quarry-bench-"))
@@ -417,6 +420,12 @@ def main() -> None:
     )
     print(row("write -> socket, Redis layer", results["redis"], TARGET_P95_MS["redis"]))
     print(row("created -> processing, ORM broker", results["pickup"], None))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"\n{os.cpu_count()} CPUs, load average {load}: latencies grow with load.")
+    if args.keep:
+        print(f"Logs and database kept in {data_dir}")
+    else:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -368,6 +368,21 @@ def _prepare(
         op.failed += 1
         return None
     pieces = chunk_text(text, collection.chunk_size, collection.chunk_overlap)
+    if not pieces:
+        # An "indexed" document that no search can find would mislead; an empty
+        # file, or a PDF without a text layer, is listed as skipped instead.
+        _fail_document(
+            collection,
+            source,
+            candidate.relpath,
+            "empty",
+            "No text to index",
+            stat,
+            status=Document.Status.SKIPPED,
+            digest=digest,
+        )
+        op.skipped += 1
+        return None
     return Pending(candidate, stat.st_size, stat.st_mtime, digest, pieces)
 
 
@@ -466,8 +481,9 @@ def _fail_document(
         )
         document.chunks.all().delete()
     metrics.DOCUMENTS.labels(status, reason).inc()
+    # %r: a file name may hold a newline, which must not forge a log line.
     logger.info(
-        "Document %s in %s not indexed (%s): %s",
+        "Document %r in %s not indexed (%s): %s",
         relpath,
         collection.name,
         reason,

@@ -71,7 +71,25 @@ def resolve_source_path(raw: str) -> Path:
         )
     if not resolved.is_dir():
         raise ServiceError(f"{text} is not a folder.", "source")
+    _refuse_undecodable(resolved)
     return resolved
+
+
+def _refuse_undecodable(path: Path) -> None:
+    """A path with bytes that are not UTF-8 cannot be stored as a source.
+
+    Files with such names inside a source are fine (stored with \\xNN escapes),
+    but the source folder itself must be opened by its exact name.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = bytes(path).decode("utf-8", "backslashreplace")
+        raise ServiceError(
+            f"The folder {shown} has a name that is not valid UTF-8; rename it "
+            "to index it.",
+            "source",
+        ) from None
 
 
 def validate_chunking(size: int | None, overlap: int | None) -> tuple[int, int]:

@@ -27,8 +27,10 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from operations import relay
+from operations import metrics, relay
 from operations.models import Operation
 from operations.routing import client_address
 
@@ -41,6 +43,35 @@ SNAPSHOT_LIMIT = 200
 # Longer than the progress interval (1 s), so a steady stream never triggers
 # the quiet check and only the end of a burst does.
 SETTLE_SECONDS = 1.5
+
+LAYER_OUTAGES = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+class LayerOutage:
+    """Logs an unreachable channel layer once, and its return once."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def began(self, exc: Exception) -> None:
+        if self.refused == 0:
+            logger.warning(
+                "Live events unavailable: the channel layer cannot be reached "
+                "(%s: %s); browsers keep retrying. Check that Redis is running.",
+                type(exc).__name__,
+                exc,
+            )
+        self.refused += 1
+
+    def ended(self) -> None:
+        if self.refused:
+            logger.info(
+                "Live events available again after %d refused sockets", self.refused
+            )
+            self.refused = 0
+
+
+layer_outage = LayerOutage()
 
 
 def read_missed(user, cursor: relay.EventCursor, limit: int) -> tuple[list[dict], int]:
@@ -62,10 +93,10 @@ def read_snapshot(user) -> tuple[list[dict], int]:
             Q(status__in=Operation.ACTIVE) | Q(finished_at__gte=since, dismissed=False)
         )
         .select_related("requested_by")
-        .order_by("created_at")
+        .order_by("-created_at")
     )
     states = [operation.to_dict() for operation in operations[:SNAPSHOT_LIMIT]]
-    return states, newest
+    return states[::-1], newest
 
 
 def parse_event_id(value) -> int | None:
@@ -102,20 +133,38 @@ class OperationsConsumer(AsyncJsonWebsocketConsumer):
         self.settle_task: asyncio.Task | None = None
         self.group = relay.group_name()
         await self.channel_layer.group_add(self.group, self.channel_name)
+        layer_outage.ended()
         # Read after joining the group, so no event falls between the two.
         self.cursor = relay.EventCursor(
             await database_sync_to_async(relay.newest_event_id)()
         )
-        relay.poller.subscribe()
+        relay.poller.subscribe(since=self.cursor.last)
+        metrics.SOCKETS_CONNECTED.inc()
         await self.accept()
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except LAYER_OUTAGES as exc:
+            # Without this, every browser retry would log a full traceback.
+            layer_outage.began(exc)
+            self.forget()
+            await send({"type": "websocket.close", "code": CLOSE_SERVER_ERROR})
+
     async def disconnect(self, code: int) -> None:
+        if self.forget():
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    def forget(self) -> bool:
+        """Release what connect took; False when there was nothing."""
         if self.cursor is None:
-            return
+            return False
+        self.cursor = None
         relay.poller.unsubscribe()
+        metrics.SOCKETS_CONNECTED.dec()
         if self.settle_task is not None:
             self.settle_task.cancel()
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        return True
 
     async def receive(self, text_data: str | None = None, bytes_data=None) -> None:
         try:
@@ -134,6 +183,9 @@ class OperationsConsumer(AsyncJsonWebsocketConsumer):
             return
         kind = content.get("type")
         if kind == "ping":
+            # Layers end a group membership after `group_expiry` (a day) even
+            # while the socket lives; the page's keep-alive renews it.
+            await self.channel_layer.group_add(self.group, self.channel_name)
             await self.send_json({"event": "pong"})
         elif kind == "resume":
             async with self.lock:
@@ -223,6 +275,7 @@ class OperationsConsumer(AsyncJsonWebsocketConsumer):
     async def send_event(self, message: dict) -> None:
         self.has_sent = True
         await self.send_json(message)
+        metrics.EVENTS_RELAYED.labels(message.get("event", "")).inc()
 
     async def fail(self, exc: Exception) -> None:
         logger.warning(

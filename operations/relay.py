@@ -50,7 +50,8 @@ def group_name() -> str:
 
     Two Quarry installations (or two test runs) sharing one Redis would
     otherwise receive each other's events, and user ids repeat across
-    databases.
+    databases. Web and worker processes must therefore name the database the
+    same way, which they do when they read the same `.env`.
     """
     database = connection.settings_dict
     identity = "|".join(
@@ -197,9 +198,9 @@ class _Publisher:
                 cls._current = cls()
             return cls._current
 
-    def send(self, message: dict) -> None:
+    def send(self, group: str, message: dict) -> None:
         future = asyncio.run_coroutine_threadsafe(
-            get_channel_layer().group_send(group_name(), message), self.loop
+            get_channel_layer().group_send(group, message), self.loop
         )
         try:
             future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
@@ -217,7 +218,7 @@ def _publish(message: dict) -> None:
     """
     publisher = _Publisher.for_this_process()
     try:
-        publisher.send(message)
+        publisher.send(group_name(), message)
     except Exception as exc:  # noqa: BLE001 - bookkeeping must not break the operation
         if publisher.failures == 0:
             logger.warning(
@@ -242,8 +243,8 @@ class Poller:
     """The embedded relay: one loop per web process while sockets are open.
 
     Started by the first consumer that connects (never at import), it stops
-    when the last one leaves and starts again from the newest id next time;
-    consumers cover the pause with their own replay.
+    when the last one leaves; the next consumer starts it again from its own
+    starting point, and browsers cover the pause with their resume.
     """
 
     def __init__(self) -> None:
@@ -251,27 +252,30 @@ class Poller:
         self._task: asyncio.Task | None = None
         self._failures = 0
 
-    def subscribe(self) -> None:
+    def subscribe(self, since: int) -> None:
+        """A consumer joined; a new loop starts after `since`, its newest id.
+
+        A loop already running reads from further back, so nothing after
+        `since` is skipped either way.
+        """
         self.subscribers += 1
         if publishes_on_commit():
             return
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run(), name="operation-event-poller")
+            self._task = loop.create_task(
+                self._run(since), name="operation-event-poller"
+            )
 
     def unsubscribe(self) -> None:
         self.subscribers = max(0, self.subscribers - 1)
 
-    async def _run(self) -> None:
-        cursor: EventCursor | None = None
+    async def _run(self, since: int) -> None:
+        cursor = EventCursor(since)
         layer = get_channel_layer()
         group = group_name()
         while self.subscribers > 0:
             try:
-                if cursor is None:
-                    cursor = EventCursor(
-                        await database_sync_to_async(newest_event_id)()
-                    )
                 messages = await database_sync_to_async(read_events)(cursor, POLL_BATCH)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad tick
                 self._note_failure(exc)

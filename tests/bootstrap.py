@@ -14,5 +14,6 @@ os.environ.setdefault("DOCUMENT_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("QUEUE_SYNC", "true")
 os.environ.setdefault("PROGRESS_INTERVAL_SECONDS", "0")
 os.environ.setdefault("QUARRY_TEST_DB_SUFFIX", str(os.getpid()))
+os.environ.setdefault("QUEUE_NAME", f"quarry-test-{os.getpid()}")
 # Never read a developer's .env into the tests.
 os.environ["QUARRY_ENV_FILE"] = os.path.join(_data_dir, "no.env")

@@ -9,9 +9,11 @@ import shutil
 import signal
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 from tests.conftest import BASE_DIR, child_env, wait_for, write_files
 
@@ -92,39 +94,46 @@ def port_answers(port: int) -> bool:
 
 
 class WebServer:
+    """A real daphne on a fixed free port; it can be stopped and started again."""
+
     def __init__(self, log_path: Path, env: dict[str, str]):
         self.port = free_port()
+        self.env = env
         self.log_path = log_path
-        self.log = log_path.open("w")
+        self.log = log_path.open("a")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
         daphne = str(BASE_DIR / ".venv" / "bin" / "daphne")
         if not os.access(daphne, os.X_OK):
             daphne = shutil.which("daphne") or daphne
         self.process = subprocess.Popen(
             [daphne, "-b", "127.0.0.1", "-p", str(self.port), "webui.asgi:application"],
             cwd=BASE_DIR,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: port_answers(self.port) or self.process.poll() is not None, 30)
+        assert self.process.poll() is None, self.output()
 
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture
@@ -138,13 +147,11 @@ def child_settings(monkeypatch):
 def web_server(child_settings, transactional_db, tmp_path):
     server = WebServer(tmp_path / "daphne.log", child_env(**CHILD_SETTINGS))
     try:
-        wait_for(
-            lambda: port_answers(server.port) or server.process.poll() is not None, 30
-        )
-        assert server.process.poll() is None, server.output()
+        server.start()
         yield server
     finally:
         server.stop()
+        server.log.close()
 
 
 @pytest.fixture
@@ -240,3 +247,84 @@ def test_a_new_collections_operation_goes_live_from_pending_to_completed(
     assert step == "completed"
     assert badge == ["0", "1", "0"]
     assert banner_hidden
+
+
+def outside_playwright(function, *args):
+    """Run ORM code in a thread; Playwright keeps an event loop in this one."""
+    from django.db import connection
+
+    def run():
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def request_operation(user, name: str):
+    from collections_app.models import Collection
+    from operations import lifecycle
+
+    collection = Collection.objects.create(owner=user, name=name)
+    with transaction.atomic():
+        return lifecycle.create_pending(
+            collection=collection, type="index", requested_by=user
+        )
+
+
+def run_to_completion(operation) -> None:
+    from operations import lifecycle
+
+    running = lifecycle.claim(operation.id)
+    progress = lifecycle.Progress(running)
+    for done in range(1, 4):
+        progress.update(force=True, step="embedding", total=3, done=done)
+    lifecycle.finish(running, "completed")
+
+
+def test_the_page_says_when_live_updates_stop_and_catches_up_after(
+    child_settings, web_server, reader, monkeypatch
+):
+    from playwright.sync_api import sync_playwright
+
+    from operations import lifecycle
+
+    monkeypatch.setattr(lifecycle, "enqueue", lambda operation_id: None)
+    operation = request_operation(reader, "Letters")
+    row = f'tr[data-operation-id="{operation.id}"]'
+    banner = "#live-status"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            log_in(page, web_server, reader.get_username(), READER_PASSWORD)
+            page.goto(f"{web_server.url}/operations/")
+            page.wait_for_selector("body[data-live-state=open]", state="attached")
+            page.evaluate("window.__noReload = true")
+
+            web_server.stop()
+            page.wait_for_selector(banner, state="visible", timeout=20_000)
+            banner_text = page.text_content(banner)
+            outside_playwright(run_to_completion, operation)
+            web_server.start()
+
+            page.wait_for_selector(
+                f'#recent-operations {row}[data-status="completed"]', timeout=45_000
+            )
+            page.wait_for_selector(banner, state="hidden", timeout=5_000)
+            value = page.evaluate(
+                f"""document.querySelector('{row} progress[data-field="progress"]')
+                    .value"""
+            )
+            same_document = page.evaluate("window.__noReload === true")
+        finally:
+            browser.close()
+
+    assert banner_text == "Live updates unavailable — retrying"
+    assert value == 100
+    assert same_document

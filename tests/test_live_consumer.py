@@ -4,10 +4,11 @@ import asyncio
 import logging
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import transaction
+from django.db import connection, connections, transaction
 from django.test import Client, override_settings
 
 from collections_app.models import Collection
@@ -19,6 +20,17 @@ from webui.asgi import application
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def close_thread_connections():
+    """Close the connections of the thread that served the consumers.
+
+    On PostgreSQL they outlive the test (CONN_MAX_AGE) and keep the test
+    database from being dropped.
+    """
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 def session_headers(user, origin: tuple[bytes, bytes] | None = ORIGIN) -> list:
@@ -79,6 +91,18 @@ def visible_ids_after(user, last: int) -> list[int]:
             id__gt=last, operation__in=Operation.objects.visible_to(user)
         ).values_list("id", flat=True)
     )
+
+
+async def in_own_thread(function) -> None:
+    """Run a writer in a thread of its own, concurrently with the consumer."""
+
+    def run() -> None:
+        try:
+            function()
+        finally:
+            connection.close()
+
+    await sync_to_async(run, thread_sensitive=False)()
 
 
 async def connect(headers: list, app=application) -> WebsocketCommunicator:
@@ -154,6 +178,17 @@ async def test_it_refuses_and_logs_a_missing_origin(owner, caplog):
 
     assert not connected
     assert len([r for r in caplog.records if "no Origin header" in r.getMessage()]) == 1
+
+
+async def test_it_refuses_and_logs_a_socket_to_an_unknown_path(owner, caplog):
+    caplog.set_level(logging.INFO, logger="operations")
+    headers = await sync_to_async(session_headers)(owner)
+    communicator = WebsocketCommunicator(application, "/ws/nothing/", headers=headers)
+
+    connected, _ = await communicator.connect()
+
+    assert not connected
+    assert [r for r in caplog.records if "no socket at /ws/nothing/" in r.getMessage()]
 
 
 async def test_it_accepts_the_sites_own_origin_behind_a_proxy_port(owner):
@@ -258,7 +293,7 @@ async def test_no_event_is_sent_twice_across_the_replay_and_live_boundary(
         complete(running)
 
     # The writer runs in its own thread while the replay is read and sent.
-    writer = asyncio.ensure_future(sync_to_async(write_more, thread_sensitive=False)())
+    writer = asyncio.ensure_future(in_own_thread(write_more))
     await communicator.send_json_to({"type": "resume", "last": seen})
     messages = await receive_until(communicator, ended(operation), timeout=30)
     await writer
@@ -282,7 +317,7 @@ async def test_after_a_burst_of_500_progress_events_the_client_ends_completed(
         progress(running, 500)
         complete(running)
 
-    await sync_to_async(burst, thread_sensitive=False)()
+    await in_own_thread(burst)
     messages = await receive_until(communicator, ended(operation), timeout=30)
 
     assert await communicator.receive_nothing(timeout=SETTLE_WAIT)
@@ -318,7 +353,7 @@ async def test_events_dropped_by_a_full_channel_are_re_read_from_the_database(
         progress(running, 500)
         complete(running)
 
-    await sync_to_async(burst, thread_sensitive=False)()
+    await in_own_thread(burst)
     messages = await receive_until(communicator, ended(operation), timeout=30)
 
     assert_strictly_increasing(messages)
@@ -356,6 +391,35 @@ async def test_a_final_event_lost_by_the_layer_still_arrives(
     await communicator.disconnect()
 
 
+UNREACHABLE_REDIS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
+    }
+}
+
+
+@override_settings(CHANNEL_LAYERS=UNREACHABLE_REDIS)
+async def test_an_unreachable_channel_layer_closes_sockets_with_one_warning(
+    owner_headers, monkeypatch, caplog
+):
+    from operations import consumers
+
+    monkeypatch.setattr(consumers, "layer_outage", consumers.LayerOutage())
+    caplog.set_level(logging.INFO)
+
+    for _ in range(3):
+        communicator = WebsocketCommunicator(
+            application, "/ws/operations/", headers=owner_headers
+        )
+        connected, code = await communicator.connect(timeout=5)
+        assert (connected, code) == (False, 1011)
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["operations.consumers"]
+    assert "channel layer cannot be reached" in warnings[0].getMessage()
+
+
 async def test_it_answers_ping_and_ignores_malformed_frames(owner_headers):
     communicator = await connect(owner_headers)
 
@@ -364,6 +428,20 @@ async def test_it_answers_ping_and_ignores_malformed_frames(owner_headers):
     await communicator.send_json_to({"type": "ping"})
 
     assert await communicator.receive_json_from() == {"event": "pong"}
+    await communicator.disconnect()
+
+
+@override_settings(CHANNEL_LAYERS=MEMORY_LAYER)
+async def test_a_ping_renews_the_sockets_group_membership(owner_headers):
+    communicator = await connect(owner_headers)
+    members = relay.get_channel_layer().groups[relay.group_name()]
+    for channel in members:
+        members[channel] = 0.0  # joined so long ago that the layer would expire it
+
+    await communicator.send_json_to({"type": "ping"})
+    await communicator.receive_json_from()
+
+    assert all(joined > 0 for joined in members.values())
     await communicator.disconnect()
 
 

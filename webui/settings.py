@@ -4,6 +4,8 @@ Every key is listed with its default in `.env.example`. A malformed value stops
 start-up with a message that names the variable.
 """
 
+import ipaddress
+import os
 from pathlib import Path
 
 import sys
@@ -14,9 +16,25 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# Names the process got from its real environment, before .env fills the gaps:
+# `manage.py setup` tells by them where a value came from.
+ENVIRONMENT_NAMES = frozenset(os.environ)
 ENV_FILE = Path(env.str("QUARRY_ENV_FILE", default=str(BASE_DIR / ".env")))
 if ENV_FILE.is_file():
     env.read_env(ENV_FILE, overwrite=False)
+
+
+# `manage.py setup` writes .env and reports bad values itself, so it must start
+# even when one does not parse: the default stands in and the problem is listed.
+_RUNNING_SETUP = sys.argv[1:2] == ["setup"]
+INVALID_SETTINGS: list[str] = []
+
+
+def _invalid(message: str) -> None:
+    """Stop start-up with a message naming the variable (setup: list it instead)."""
+    if not _RUNNING_SETUP:
+        raise ImproperlyConfigured(message)
+    INVALID_SETTINGS.append(message)
 
 
 def _setting(name: str, cast, default):
@@ -24,18 +42,43 @@ def _setting(name: str, cast, default):
     try:
         return cast(name, default=default)
     except (ValueError, TypeError, ImproperlyConfigured) as exc:
-        raise ImproperlyConfigured(f"Setting {name} is invalid: {exc}") from exc
+        _invalid(f"Setting {name} is invalid: {exc}")
+        return default
 
 
 def _positive(name: str, value: float) -> float:
     if value <= 0:
-        raise ImproperlyConfigured(f"Setting {name} must be positive, got {value}")
+        _invalid(f"Setting {name} must be positive, got {value}")
     return value
+
+
+def _port_range(name: str, value: str) -> range:
+    """`9092-9101` or a single port; anything else names the variable."""
+    first, _, last = value.strip().partition("-")
+    try:
+        ports = range(int(first), int(last or first) + 1)
+    except ValueError:
+        ports = range(0)
+    if not ports or ports[0] < 1 or ports[-1] > 65535:
+        raise ImproperlyConfigured(
+            f"Setting {name} must be a port or a range such as 9092-9101, got {value!r}"
+        )
+    return ports
+
+
+def _networks(name: str, values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Setting {name} holds {value!r}, which is not an IP address or network"
+            ) from None
+    return values
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 # `manage.py setup` is what writes the key, so it may start without one.
-_RUNNING_SETUP = sys.argv[1:2] == ["setup"]
 if not SECRET_KEY and _RUNNING_SETUP:
     SECRET_KEY = "setup-in-progress"
 if not SECRET_KEY:
@@ -56,6 +99,31 @@ DOCUMENT_ROOTS = [
 WEB_HOST = _setting("WEB_HOST", env.str, "127.0.0.1")
 WEB_PORT = int(_positive("WEB_PORT", _setting("WEB_PORT", env.int, 8000)))
 REDIS_URL = _setting("REDIS_URL", env.str, "")
+EMBEDDING_MODEL = _setting("EMBEDDING_MODEL", env.str, "minilm-l6-int8")
+
+# Metrics (webui.metrics). prometheus_client chooses multiprocess mode when it is
+# first imported, which in every process comes after the settings: so the
+# directory is exported here. It is emptied by the launcher, never by a process.
+PROMETHEUS_MULTIPROC_DIR = Path(
+    _setting("PROMETHEUS_MULTIPROC_DIR", env.str, "") or DATA_DIR / "metrics"
+).expanduser()
+if not PROMETHEUS_MULTIPROC_DIR.is_absolute():
+    PROMETHEUS_MULTIPROC_DIR = (BASE_DIR / PROMETHEUS_MULTIPROC_DIR).resolve()
+try:
+    PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(
+        f"Setting PROMETHEUS_MULTIPROC_DIR: cannot create {PROMETHEUS_MULTIPROC_DIR}: {exc}"
+    ) from exc
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+METRICS_PORT_RANGE = _port_range(
+    "METRICS_PORT_RANGE", _setting("METRICS_PORT_RANGE", env.str, "9092-9101")
+)
+METRICS_ALLOWED_IPS = _networks(
+    "METRICS_ALLOWED_IPS",
+    _setting("METRICS_ALLOWED_IPS", env.list, ["127.0.0.1", "::1"]),
+)
+METRICS_TOKEN = _setting("METRICS_TOKEN", env.str, "")
 
 # Indexing
 MAX_FILE_BYTES = int(_positive("MAX_FILE_BYTES", _setting("MAX_FILE_BYTES", env.int, 50 * 1024 * 1024)))
@@ -77,7 +145,7 @@ OPERATION_STALE_SECONDS = _positive(
     "OPERATION_STALE_SECONDS", _setting("OPERATION_STALE_SECONDS", env.int, 120)
 )
 if OPERATION_STALE_SECONDS < 3 * HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured(
+    _invalid(
         "Setting OPERATION_STALE_SECONDS must be at least three HEARTBEAT_SECONDS, "
         "or live operations are failed as stale"
     )
@@ -92,6 +160,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_q",
+    "django_prometheus",
     "collections_app",
     "operations",
     "audit",
@@ -99,6 +168,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -107,6 +177,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "webui.urls"
@@ -134,15 +205,24 @@ SQLITE_BUSY_TIMEOUT = _positive(
     "SQLITE_BUSY_TIMEOUT", _setting("SQLITE_BUSY_TIMEOUT", env.float, 30.0)
 )
 if SQLITE_BUSY_TIMEOUT < 20:
-    raise ImproperlyConfigured("Setting SQLITE_BUSY_TIMEOUT must be at least 20 seconds")
+    _invalid("Setting SQLITE_BUSY_TIMEOUT must be at least 20 seconds")
 _default_db_url = f"sqlite:///{DATA_DIR / 'quarry.sqlite3'}"
 _database_url = _setting("DATABASE_URL", env.str, "") or _default_db_url
 try:
     DATABASES = {"default": environ.Env.db_url_config(_database_url)}
 except (ValueError, KeyError, ImproperlyConfigured) as exc:
-    raise ImproperlyConfigured(f"Setting DATABASE_URL is invalid: {exc}") from exc
-if "ENGINE" not in DATABASES["default"]:
-    raise ImproperlyConfigured(f"Setting DATABASE_URL is invalid: {_database_url!r}")
+    _invalid(f"Setting DATABASE_URL is invalid: {exc}")
+    DATABASES = {"default": environ.Env.db_url_config(_default_db_url)}
+# django-environ turns any scheme into an ENGINE; Quarry runs on these two only.
+if DATABASES["default"].get("ENGINE") not in (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+):
+    _invalid(
+        f"Setting DATABASE_URL is invalid: {_database_url.partition(':')[0]}:// "
+        "is neither sqlite:// nor postgres://"
+    )
+    DATABASES = {"default": environ.Env.db_url_config(_default_db_url)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_path = Path(DATABASES["default"]["NAME"])
     DATABASES["default"]["OPTIONS"] = {
@@ -186,14 +266,15 @@ QUEUE_RETRY = int(
     _positive("QUEUE_RETRY", _setting("QUEUE_RETRY", env.int, OPERATION_TIMEOUT + 600))
 )
 if QUEUE_RETRY <= OPERATION_TIMEOUT:
-    raise ImproperlyConfigured(
+    _invalid(
         f"Setting QUEUE_RETRY ({QUEUE_RETRY}) must be greater than "
         f"OPERATION_TIMEOUT ({OPERATION_TIMEOUT}), or a running operation is "
         "handed to a second worker"
     )
 WORKER_COUNT = int(_positive("WORKER_COUNT", _setting("WORKER_COUNT", env.int, 2)))
 Q_CLUSTER = {
-    "name": "quarry",
+    # Deployments (or test runs) sharing one Redis must not take each other's tasks.
+    "name": _setting("QUEUE_NAME", env.str, "quarry"),
     "workers": WORKER_COUNT,
     "timeout": OPERATION_TIMEOUT,
     "retry": QUEUE_RETRY,

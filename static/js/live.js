@@ -42,6 +42,7 @@
   // Operation id -> {active, started_at, finished_at, done, total}, for the
   // badge count and the elapsed clock.
   var known = {};
+  var snapshot = { seq: null, active: {} };
 
   function socketUrl() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
@@ -119,7 +120,7 @@
     if (!operation || !operation.id) {
       return;
     }
-    countActive(data.event, operation);
+    countActive(data.event, operation, data.seq);
     remember(operation);
     var elements = operationElements(operation.id);
     if (elements.length === 0) {
@@ -193,26 +194,43 @@
     };
   }
 
-  function countActive(kind, operation) {
-    // The badge counted every operation active when the page was rendered.
-    // An operation first seen through its "requested" event is new; any other
-    // operation first seen now was active then, so it is already counted.
-    var badge = document.querySelector(
-      '[data-field="active-count"], #active-operation-count'
-    );
-    if (!badge) {
-      return;
-    }
-    var before = known[operation.id];
-    var wasActive = before ? before.active : kind !== "requested";
-    var isActive = !!ACTIVE[operation.status];
-    if (wasActive === isActive) {
-      return;
-    }
-    var count = (parseInt(badge.textContent, 10) || 0) + (isActive ? 1 : -1);
+  function activeBadge() {
+    return document.querySelector('[data-field="active-count"], #active-operation-count');
+  }
+
+  function setBadge(badge, count) {
     count = Math.max(0, count);
     badge.textContent = String(count);
     badge.classList.toggle("count-active", count > 0);
+  }
+
+  function countActive(kind, operation, seq) {
+    var badge = activeBadge();
+    if (!badge) {
+      return;
+    }
+    var isActive = !!ACTIVE[operation.status];
+    if (kind === "snapshot") {
+      // A snapshot lists every active operation, in one run of messages.
+      if (seq !== snapshot.seq) {
+        snapshot = { seq: seq, active: {} };
+      }
+      if (isActive) {
+        snapshot.active[operation.id] = true;
+      } else {
+        delete snapshot.active[operation.id];
+      }
+      setBadge(badge, Object.keys(snapshot.active).length);
+      return;
+    }
+    // The badge counted every operation active when the page was rendered.
+    // An operation first seen through its "requested" event is new; any other
+    // operation first seen now was active then, so it is already counted.
+    var before = known[operation.id];
+    var wasActive = before ? before.active : kind !== "requested";
+    if (wasActive !== isActive) {
+      setBadge(badge, (parseInt(badge.textContent, 10) || 0) + (isActive ? 1 : -1));
+    }
   }
 
   function formatDuration(seconds) {

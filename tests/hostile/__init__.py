@@ -1,0 +1,1 @@
+"""Hostile folders, files, crashes and strangers: nothing lost, nothing leaked."""

@@ -1,0 +1,257 @@
+"""Crashes: killed workers, stale heartbeats, double deliveries and timeouts."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.models import Count, Sum
+from django.utils import timezone
+from django_q.exceptions import TimeoutException
+from django_q.timeout import TimeoutHandler
+
+from audit.models import AuditLog
+from collections_app import services
+from collections_app.models import Chunk, Collection, Document
+from operations import lifecycle
+from operations.models import Operation, OperationEvent
+from operations.tasks import run_operation
+from tests.conftest import wait_for, write_files
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BIRDS = ["heron", "egret", "wren", "lark", "owl", "gannet", "puffin", "tern"]
+# A killed cluster's operation is failed by the next cluster's start-up sweep,
+# or at the latest by the scheduled sweep: the guard runs the scheduler every
+# 30 s and the schedule is due every minute.
+SWEEP_BOUND_SECONDS = 150
+
+
+def many_files(count: int) -> dict[str, str]:
+    """Distinct one-chunk notes, so none is skipped as a duplicate."""
+    return {
+        f"note{i:04}.txt": f"Note {i}: the {BIRDS[i % 8]} was seen {i // 8} times "
+        f"near the {BIRDS[(i // 8) % 8]} colony on the northern cliffs."
+        for i in range(count)
+    }
+
+
+def failed_entries(operation: Operation) -> int:
+    return AuditLog.objects.filter(
+        action=AuditLog.Action.OPERATION_FAILED, operation_uuid=operation.id
+    ).count()
+
+
+def terminal_events(operation: Operation) -> list[str]:
+    return list(
+        OperationEvent.objects.filter(
+            operation=operation, kind__in=Operation.TERMINAL
+        ).values_list("kind", flat=True)
+    )
+
+
+def ended(operation: Operation):
+    def check() -> bool:
+        operation.refresh_from_db()
+        return operation.status in Operation.TERMINAL
+
+    return check
+
+
+def settled() -> Collection | None:
+    collection = Collection.objects.get()
+    return collection if collection.status != Collection.Status.PROCESSING else None
+
+
+def settled_statuses() -> dict[str, str] | None:
+    statuses = dict(Collection.objects.values_list("name", "status"))
+    return None if Collection.Status.PROCESSING in statuses.values() else statuses
+
+
+def assert_no_duplicates(collection: Collection, files: int) -> None:
+    documents = Document.objects.filter(collection=collection)
+    assert documents.count() == files
+    assert documents.filter(status=Document.Status.INDEXED).count() == files
+    chunks = Chunk.objects.filter(collection=collection)
+    expected = documents.aggregate(n=Sum("chunk_count"))["n"]
+    assert chunks.count() == expected
+    repeated = chunks.values("document", "ordinal").annotate(n=Count("id"))
+    assert not repeated.filter(n__gt=1).exists()
+
+
+def running_operation(request, folder, name: str = "Docs") -> Operation:
+    """An operation a worker has claimed, with nothing queued behind it."""
+    operation = services.create_collection(request, name=name, source=str(folder))
+    return lifecycle.claim(operation.id)
+
+
+# --- the sweeper, in this process ----------------------------------------------
+
+
+def test_the_sweeper_fails_a_stale_operation_once_and_frees_its_collection(
+    as_owner, tmp_path, settings, no_queue
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "alpha words"})
+    operation = running_operation(as_owner, folder)
+    stale = timezone.now() - timedelta(seconds=settings.OPERATION_STALE_SECONDS + 1)
+    Operation.objects.filter(id=operation.id).update(heartbeat_at=stale)
+
+    swept = [lifecycle.sweep_stale(), lifecycle.sweep_stale()]
+
+    operation.refresh_from_db()
+    assert swept == [1, 0]
+    assert operation.status == Operation.Status.FAILED
+    assert "stopped reporting progress" in operation.error
+    assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
+    collection = Collection.objects.get()
+    assert collection.status == Collection.Status.ERROR
+    assert services.reindex(as_owner, collection).status == Operation.Status.PENDING
+
+
+def test_the_sweeper_leaves_an_operation_with_a_fresh_heartbeat_alone(
+    as_owner, tmp_path, no_queue
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "alpha words"})
+    operation = running_operation(as_owner, folder)
+
+    assert lifecycle.sweep_stale() == 0
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.PROCESSING
+
+
+def test_the_sweeper_says_when_an_operation_ran_past_its_timeout(
+    as_owner, tmp_path, settings, no_queue
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "alpha words"})
+    operation = running_operation(as_owner, folder)
+    long_ago = timezone.now() - timedelta(seconds=settings.OPERATION_TIMEOUT + 60)
+    Operation.objects.filter(id=operation.id).update(
+        started_at=long_ago, heartbeat_at=long_ago
+    )
+
+    lifecycle.sweep_stale()
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.FAILED
+    assert "OPERATION_TIMEOUT" in operation.error
+
+
+# --- deliveries and timeouts, in this process ------------------------------------
+
+
+def test_a_task_delivered_twice_at_the_same_moment_runs_once(
+    as_owner, tmp_path, no_queue
+):
+    folder = write_files(tmp_path / "twice", many_files(6))
+    operation = services.create_collection(as_owner, name="Twice", source=str(folder))
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait(timeout=60)
+            results.append(run_operation(str(operation.id)))
+        finally:
+            connection.close()
+
+    deliveries = [threading.Thread(target=deliver) for _ in range(2)]
+    for delivery in deliveries:
+        delivery.start()
+    for delivery in deliveries:
+        delivery.join(timeout=300)
+
+    assert sorted(results) == ["completed", "skipped"]
+    completed = AuditLog.objects.filter(
+        action=AuditLog.Action.OPERATION_COMPLETED, operation_uuid=operation.id
+    )
+    assert completed.count() == 1
+    assert terminal_events(operation) == ["completed"]
+    assert_no_duplicates(Collection.objects.get(), files=6)
+
+
+def test_the_queue_timeout_inside_a_running_operation_ends_it_failed_at_once(
+    as_owner, tmp_path, no_queue
+):
+    folder = write_files(tmp_path / "slow", many_files(400))
+    operation = services.create_collection(as_owner, name="Slow", source=str(folder))
+
+    # The same guard Django-Q2's worker wraps every task in.
+    with pytest.raises(TimeoutException), TimeoutHandler(1):
+        run_operation(str(operation.id))
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.FAILED
+    assert "Timed out" in operation.error and "OPERATION_TIMEOUT" in operation.error
+    assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
+    assert Collection.objects.get().status == Collection.Status.ERROR
+    assert lifecycle.sweep_stale() == 0
+
+
+# --- real worker processes -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_killed_workers_operation_fails_at_restart_and_a_rerun_duplicates_nothing(
+    worker, start_cluster, as_owner, tmp_path
+):
+    files = 200
+    folder = write_files(tmp_path / "many", many_files(files))
+    operation = services.create_collection(as_owner, name="Many", source=str(folder))
+
+    def mid_way() -> bool:
+        operation.refresh_from_db()
+        assert operation.status not in Operation.TERMINAL, "ended before the kill"
+        return operation.status == Operation.Status.PROCESSING and operation.done > 0
+
+    wait_for(mid_way, timeout=300, interval=0.05)
+    worker.kill()
+    worker.process.wait(timeout=30)
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.PROCESSING
+
+    restarted = start_cluster(
+        "startworker", HEARTBEAT_SECONDS="1", OPERATION_STALE_SECONDS="3"
+    )
+    wait_for(ended(operation), timeout=SWEEP_BOUND_SECONDS)
+
+    assert operation.status == Operation.Status.FAILED, restarted.output()
+    assert "stopped reporting progress" in operation.error
+    assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
+    # The collection is settled just after the operation's terminal write.
+    collection = wait_for(settled, timeout=30)
+    assert collection.status == Collection.Status.ERROR
+    rerun = services.reindex(as_owner, collection)
+    wait_for(ended(rerun), timeout=600)
+    assert rerun.status == Operation.Status.COMPLETED, restarted.output()
+    assert rerun.indexed == files
+    assert_no_duplicates(collection, files)
+    assert "Traceback" not in restarted.output()
+
+
+@pytest.mark.slow
+def test_an_operation_past_its_timeout_ends_failed_once_and_the_next_one_still_runs(
+    start_cluster, as_owner, tmp_path
+):
+    slow = write_files(tmp_path / "slow", many_files(600))
+    quick = write_files(tmp_path / "quick", {"one.txt": "a single note on terns"})
+    cluster = start_cluster(
+        "startworker",
+        OPERATION_TIMEOUT="3",
+        QUEUE_RETRY="60",
+        HEARTBEAT_SECONDS="1",
+        OPERATION_STALE_SECONDS="3",
+        WORKER_COUNT="1",
+    )
+    long_one = services.create_collection(as_owner, name="Slow", source=str(slow))
+    trivial = services.create_collection(as_owner, name="Quick", source=str(quick))
+
+    wait_for(ended(long_one), timeout=SWEEP_BOUND_SECONDS)
+    wait_for(ended(trivial), timeout=300)
+
+    assert long_one.status == Operation.Status.FAILED, cluster.output()
+    assert "OPERATION_TIMEOUT" in long_one.error
+    assert failed_entries(long_one) == 1 and terminal_events(long_one) == ["failed"]
+    assert trivial.status == Operation.Status.COMPLETED, cluster.output()
+    statuses = wait_for(settled_statuses, timeout=30)
+    assert statuses == {"Slow": "error", "Quick": "ready"}
