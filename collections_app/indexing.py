@@ -31,7 +31,7 @@ from collections_app.extract import ExtractionError, extract_text, is_supported
 from collections_app.models import Chunk, Collection, Document, Source
 from collections_app.services import document_roots
 from operations import metrics
-from operations.lifecycle import Progress
+from operations.lifecycle import Progress, timed_out_message
 from operations.models import Operation
 
 logger = logging.getLogger(__name__)
@@ -256,6 +256,9 @@ def _index_files(
         if progress.cancel_requested():
             _store_batch(collection, source, batch, progress)
             raise Cancelled()
+        if progress.out_of_time():
+            _store_batch(collection, source, batch, progress)
+            raise OperationFailed(timed_out_message())
         pending = _prepare(
             collection,
             source,

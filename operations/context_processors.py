@@ -7,4 +7,6 @@ def active_operations(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"active_operation_count": Operation.objects.visible_to(user).active().count()}
+    return {
+        "active_operation_count": Operation.objects.visible_to(user).active().count()
+    }

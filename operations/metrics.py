@@ -38,7 +38,9 @@ EMBEDDING_SECONDS = Counter(
     "quarry_embedding_seconds_total", "Seconds spent computing embeddings"
 )
 EVENTS_RELAYED = Counter(
-    "quarry_events_relayed_total", "Operation events sent to WebSocket clients", ["event"]
+    "quarry_events_relayed_total",
+    "Operation events sent to WebSocket clients",
+    ["event"],
 )
 SOCKETS_CONNECTED = Gauge(
     "quarry_sockets_connected",

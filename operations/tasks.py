@@ -31,13 +31,11 @@ def run_operation(operation_id: str) -> str:
         status, error = indexing.run(operation)
     except TimeoutException:
         # Django-Q2 raises it (a SystemExit, so not caught below) at
-        # OPERATION_TIMEOUT; ended here, the operation need not wait for the
-        # stale sweep. Re-raised so the queue records the timeout too.
+        # OPERATION_TIMEOUT when the handler overran its own deadline; ended
+        # here, the operation need not wait for the stale sweep. Re-raised so
+        # the queue records the timeout too.
         lifecycle.finish(
-            operation,
-            Operation.Status.FAILED,
-            error=f"Timed out after {settings.OPERATION_TIMEOUT} s "
-            "(OPERATION_TIMEOUT); run the operation again to finish the work",
+            operation, Operation.Status.FAILED, error=lifecycle.timed_out_message()
         )
         indexing.settle_collection(operation)
         raise
@@ -75,7 +73,9 @@ def _claim_with_retries(operation_id: str):
         except DatabaseError as exc:
             if attempt == CLAIM_ATTEMPTS:
                 raise
-            logger.info("Claim of operation %s failed (%s); retrying", operation_id, exc)
+            logger.info(
+                "Claim of operation %s failed (%s); retrying", operation_id, exc
+            )
             time.sleep(attempt)
     return None
 

@@ -1,4 +1,4 @@
-"""/healthz and /readyz: alive, and ready only with a database, a broker and a worker."""
+"""/healthz and /readyz: alive; ready only with a database, a broker and a worker."""
 
 import json
 import logging
@@ -29,7 +29,8 @@ def unseen_clusters(monkeypatch):
     """
     from django_q.conf import Conf
 
-    monkeypatch.setattr(Conf, "Q_STAT", f"django_q:quarry-test-{uuid.uuid4().hex}:cluster")
+    name = f"django_q:quarry-test-{uuid.uuid4().hex}:cluster"
+    monkeypatch.setattr(Conf, "Q_STAT", name)
 
 
 def readyz() -> tuple[int, dict]:
@@ -155,4 +156,3 @@ def test_readyz_reports_an_unreachable_redis_broker():
     }
     assert body["checks"]["worker"]["state"] == "failing"
     assert "Traceback" not in log
-

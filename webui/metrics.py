@@ -26,12 +26,14 @@ from pathlib import Path
 import prometheus_client
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Min
+from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from operations.models import Operation
 
 logger = logging.getLogger(__name__)
 
@@ -215,11 +217,10 @@ class QueueCollector:
 
 
 def _queue_state() -> tuple[int, datetime | None]:
-    from operations.models import Operation
-
-    pending = Operation.objects.filter(status=Operation.Status.PENDING)
-    summary = pending.aggregate(oldest=Min("created_at"))
-    return pending.count(), summary["oldest"]
+    summary = Operation.objects.filter(status=Operation.Status.PENDING).aggregate(
+        depth=Count("id"), oldest=Min("created_at")
+    )
+    return summary["depth"], summary["oldest"]
 
 
 def _note_queue_failure(exc: Exception) -> None:
@@ -287,12 +288,16 @@ def client_may_scrape(
     if _token_matches(authorization):
         return True, ""
     if forwarded:
-        return False, "came through a proxy (X-Forwarded-For) without a valid token"
+        return False, (
+            "it came through a proxy (X-Forwarded-For), so only a bearer token "
+            "counts; give the scraper METRICS_TOKEN"
+        )
     if _address_allowed(remote_addr):
         return True, ""
-    if settings.METRICS_TOKEN:
-        return False, "is not in METRICS_ALLOWED_IPS and sent no valid bearer token"
-    return False, "is not in METRICS_ALLOWED_IPS (and METRICS_TOKEN is not set)"
+    return False, (
+        "its address is not in METRICS_ALLOWED_IPS and it sent no valid bearer "
+        "token; allow the address or give the scraper METRICS_TOKEN"
+    )
 
 
 def _token_matches(authorization: str | None) -> bool:
@@ -328,8 +333,7 @@ def log_refusal(remote_addr: str | None, reason: str, where: str) -> None:
             _refused.add(key)
     log = logger.warning if first else logger.debug
     log(
-        "Refused a metrics scrape at %s from %s: the client %s. Add its address to "
-        "METRICS_ALLOWED_IPS or give it METRICS_TOKEN as a bearer token",
+        "Refused a metrics scrape at %s from %s: %s",
         where,
         remote_addr or "an unknown address",
         reason,

@@ -6,9 +6,8 @@ start-up with a message that names the variable.
 
 import ipaddress
 import os
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -60,9 +59,10 @@ def _port_range(name: str, value: str) -> range:
     except ValueError:
         ports = range(0)
     if not ports or ports[0] < 1 or ports[-1] > 65535:
-        raise ImproperlyConfigured(
+        _invalid(
             f"Setting {name} must be a port or a range such as 9092-9101, got {value!r}"
         )
+        return range(9092, 9102)
     return ports
 
 
@@ -71,9 +71,10 @@ def _networks(name: str, values: list[str]) -> list[str]:
         try:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise ImproperlyConfigured(
+            _invalid(
                 f"Setting {name} holds {value!r}, which is not an IP address or network"
-            ) from None
+            )
+            return ["127.0.0.1", "::1"]
     return values
 
 
@@ -94,7 +95,8 @@ DATA_DIR = Path(_setting("DATA_DIR", env.str, str(BASE_DIR / "data"))).expanduse
 if not DATA_DIR.is_absolute():
     DATA_DIR = (BASE_DIR / DATA_DIR).resolve()
 DOCUMENT_ROOTS = [
-    Path(p).expanduser() for p in _setting("DOCUMENT_ROOTS", env.list, [str(Path.home())])
+    Path(p).expanduser()
+    for p in _setting("DOCUMENT_ROOTS", env.list, [str(Path.home())])
 ]
 WEB_HOST = _setting("WEB_HOST", env.str, "127.0.0.1")
 WEB_PORT = int(_positive("WEB_PORT", _setting("WEB_PORT", env.int, 8000)))
@@ -112,9 +114,10 @@ if not PROMETHEUS_MULTIPROC_DIR.is_absolute():
 try:
     PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 except OSError as exc:
-    raise ImproperlyConfigured(
-        f"Setting PROMETHEUS_MULTIPROC_DIR: cannot create {PROMETHEUS_MULTIPROC_DIR}: {exc}"
-    ) from exc
+    _invalid(
+        f"Setting PROMETHEUS_MULTIPROC_DIR: cannot create "
+        f"{PROMETHEUS_MULTIPROC_DIR}: {exc}"
+    )
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 METRICS_PORT_RANGE = _port_range(
     "METRICS_PORT_RANGE", _setting("METRICS_PORT_RANGE", env.str, "9092-9101")
@@ -126,7 +129,9 @@ METRICS_ALLOWED_IPS = _networks(
 METRICS_TOKEN = _setting("METRICS_TOKEN", env.str, "")
 
 # Indexing
-MAX_FILE_BYTES = int(_positive("MAX_FILE_BYTES", _setting("MAX_FILE_BYTES", env.int, 50 * 1024 * 1024)))
+MAX_FILE_BYTES = int(
+    _positive("MAX_FILE_BYTES", _setting("MAX_FILE_BYTES", env.int, 50 * 1024 * 1024))
+)
 # Names (glob patterns) of files and folders the scan never enters: hidden ones,
 # tool caches, and the page sources Sphinx copies beside its HTML.
 SCAN_IGNORE = _setting(
@@ -134,7 +139,9 @@ SCAN_IGNORE = _setting(
 )
 DEFAULT_CHUNK_SIZE = _setting("DEFAULT_CHUNK_SIZE", env.int, 800)
 DEFAULT_CHUNK_OVERLAP = _setting("DEFAULT_CHUNK_OVERLAP", env.int, 100)
-EMBEDDING_BATCH_SIZE = int(_positive("EMBEDDING_BATCH_SIZE", _setting("EMBEDDING_BATCH_SIZE", env.int, 16)))
+EMBEDDING_BATCH_SIZE = int(
+    _positive("EMBEDDING_BATCH_SIZE", _setting("EMBEDDING_BATCH_SIZE", env.int, 16))
+)
 EMBEDDING_THREADS = _setting("EMBEDDING_THREADS", env.int, 0)
 PROGRESS_INTERVAL_SECONDS = _setting("PROGRESS_INTERVAL_SECONDS", env.float, 1.0)
 RECENT_OPERATIONS_HOURS = _setting("RECENT_OPERATIONS_HOURS", env.float, 24.0)
@@ -304,7 +311,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},

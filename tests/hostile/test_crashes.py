@@ -1,18 +1,21 @@
 """Crashes: killed workers, stale heartbeats, double deliveries and timeouts."""
 
+import itertools
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.db.models import Count, Sum
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
-from django_q.timeout import TimeoutHandler
 
 from audit.models import AuditLog
 from collections_app import services
 from collections_app.models import Chunk, Collection, Document
+from collections_app.services import Request
 from operations import lifecycle
 from operations.models import Operation, OperationEvent
 from operations.tasks import run_operation
@@ -50,7 +53,7 @@ def terminal_events(operation: Operation) -> list[str]:
     )
 
 
-def ended(operation: Operation):
+def ended(operation: Operation) -> Callable[[], bool]:
     def check() -> bool:
         operation.refresh_from_db()
         return operation.status in Operation.TERMINAL
@@ -79,7 +82,7 @@ def assert_no_duplicates(collection: Collection, files: int) -> None:
     assert not repeated.filter(n__gt=1).exists()
 
 
-def running_operation(request, folder, name: str = "Docs") -> Operation:
+def running_operation(request: Request, folder: Path, name: str = "Docs") -> Operation:
     """An operation a worker has claimed, with nothing queued behind it."""
     operation = services.create_collection(request, name=name, source=str(folder))
     return lifecycle.claim(operation.id)
@@ -171,13 +174,23 @@ def test_a_task_delivered_twice_at_the_same_moment_runs_once(
 
 
 def test_the_queue_timeout_inside_a_running_operation_ends_it_failed_at_once(
-    as_owner, tmp_path, no_queue
+    as_owner, tmp_path, no_queue, monkeypatch
 ):
-    folder = write_files(tmp_path / "slow", many_files(400))
+    folder = write_files(tmp_path / "slow", many_files(10))
     operation = services.create_collection(as_owner, name="Slow", source=str(folder))
+    files_begun = itertools.count(1)
 
-    # The same guard Django-Q2's worker wraps every task in.
-    with pytest.raises(TimeoutException), TimeoutHandler(1):
+    def time_runs_out_at_the_third_file(progress: lifecycle.Progress) -> bool:
+        if next(files_begun) == 3:
+            # What Django-Q2's alarm handler raises inside a task at its timeout.
+            raise TimeoutException("Task exceeded maximum timeout value (3 seconds)")
+        return False
+
+    monkeypatch.setattr(
+        lifecycle.Progress, "cancel_requested", time_runs_out_at_the_third_file
+    )
+
+    with pytest.raises(TimeoutException):
         run_operation(str(operation.id))
 
     operation.refresh_from_db()
@@ -186,6 +199,35 @@ def test_the_queue_timeout_inside_a_running_operation_ends_it_failed_at_once(
     assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
     assert Collection.objects.get().status == Collection.Status.ERROR
     assert lifecycle.sweep_stale() == 0
+
+
+def test_an_operation_out_of_time_stops_between_files_and_keeps_what_it_indexed(
+    as_owner, owner, tmp_path, no_queue, monkeypatch
+):
+    folder = write_files(tmp_path / "slow", many_files(10))
+    operation = services.create_collection(as_owner, name="Slow", source=str(folder))
+    in_time = lifecycle.Progress.out_of_time
+    files_begun = itertools.count(1)
+    monkeypatch.setattr(
+        lifecycle.Progress, "out_of_time", lambda progress: next(files_begun) >= 3
+    )
+
+    assert run_operation(str(operation.id)) == Operation.Status.FAILED
+
+    operation.refresh_from_db()
+    assert "Timed out" in operation.error and "OPERATION_TIMEOUT" in operation.error
+    assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
+    assert Document.objects.filter(status=Document.Status.INDEXED).count() == 2
+    monkeypatch.setattr(lifecycle.Progress, "out_of_time", in_time)
+    rerun = lifecycle.create_pending(
+        collection=Collection.objects.get(),
+        type=Operation.Type.INDEX,
+        requested_by=owner,
+    )
+    assert run_operation(str(rerun.id)) == Operation.Status.COMPLETED
+    rerun.refresh_from_db()
+    assert (rerun.unchanged, rerun.indexed) == (2, 8)
+    assert_no_duplicates(Collection.objects.get(), files=10)
 
 
 # --- real worker processes -----------------------------------------------------
@@ -233,7 +275,8 @@ def test_a_killed_workers_operation_fails_at_restart_and_a_rerun_duplicates_noth
 def test_an_operation_past_its_timeout_ends_failed_once_and_the_next_one_still_runs(
     start_cluster, as_owner, tmp_path
 ):
-    slow = write_files(tmp_path / "slow", many_files(600))
+    # Far more than three seconds' work on any machine.
+    slow = write_files(tmp_path / "slow", many_files(2000))
     quick = write_files(tmp_path / "quick", {"one.txt": "a single note on terns"})
     cluster = start_cluster(
         "startworker",
@@ -250,7 +293,7 @@ def test_an_operation_past_its_timeout_ends_failed_once_and_the_next_one_still_r
     wait_for(ended(trivial), timeout=300)
 
     assert long_one.status == Operation.Status.FAILED, cluster.output()
-    assert "OPERATION_TIMEOUT" in long_one.error
+    assert "OPERATION_TIMEOUT" in long_one.error, (long_one.error, cluster.output())
     assert failed_entries(long_one) == 1 and terminal_events(long_one) == ["failed"]
     assert trivial.status == Operation.Status.COMPLETED, cluster.output()
     statuses = wait_for(settled_statuses, timeout=30)

@@ -1,12 +1,13 @@
 """Unreadable files, folders and source roots, as an unprivileged worker sees them.
 
 CI runs as root, for whom `chmod 000` hides nothing. There the operation runs
-in a child `manage.py shell` that became the unprivileged user `nobody`
-before Django started, on the same test database.
+in a child `manage.py shell` on the same test database that, before Python
+started, became the user `nobody` or, where `nobody` cannot reach the
+interpreter, stayed root without the capabilities that bypass file permissions.
 """
 
+import ctypes
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,19 +30,19 @@ from tests.hostile.conftest import assert_counts_add_up, index, outcomes
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOBODY = 65534
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+PR_CAPBSET_DROP = 24
 
 
 @dataclass
 class Launcher:
-    """How to start a process as nobody: a command prefix, or a pre-exec step."""
+    """A way to start a child that file permissions apply to."""
 
-    prefix: list[str]
-    preexec_fn: Callable[[], None] | None
+    name: str
+    preexec_fn: Callable[[], None]
 
     def run(self, command: list[str], **options) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.prefix + command, preexec_fn=self.preexec_fn, **options
-        )
+        return subprocess.run(command, preexec_fn=self.preexec_fn, **options)
 
 
 def become_nobody() -> None:
@@ -50,36 +51,41 @@ def become_nobody() -> None:
     os.setuid(NOBODY)
 
 
-def launchers() -> list[Launcher]:
-    found = [Launcher([], become_nobody)]
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        # Some sandboxes let only a process that still holds root's capabilities
-        # exec an interpreter installed under /root; setpriv drops them at exec.
-        ids = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        found.append(Launcher([setpriv, *ids], None))
-    return found
+def without_file_capabilities() -> Callable[[], None]:
+    # Loaded here, not between fork and exec, where only plain calls are safe.
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop() -> None:
+        # Out of the bounding set, they are gone from root's permissions at exec.
+        for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+            if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    return drop
 
 
 @pytest.fixture(scope="module")
 def unprivileged() -> Launcher | None:
-    """How root starts Python as nobody; None when not root (chmod bites already)."""
+    """How root starts a child that chmod 000 stops; None when not root."""
     if os.geteuid() != 0:
         return None
     problems = []
-    for launcher in launchers():
+    for launcher in (
+        Launcher(f"uid {NOBODY}", become_nobody),
+        Launcher("root without CAP_DAC_*", without_file_capabilities()),
+    ):
         try:
             launcher.run(
-                [sys.executable, "-c", "pass"],
+                [sys.executable, "-c", "import django"],
                 check=True,
                 capture_output=True,
                 timeout=120,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            problems.append(str(exc))
+            problems.append(f"{launcher.name}: {exc}")
         else:
             return launcher
-    pytest.skip(f"running as root and cannot start Python as uid {NOBODY}: {problems}")
+    pytest.skip(f"running as root and cannot drop privileges: {problems}")
 
 
 @pytest.fixture

@@ -4,12 +4,14 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connections, transaction
 from django.test import Client
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.django_db
 class Things:
     """The owner's collection, its source and pending operation, and the outsider's."""
 
-    def __init__(self, owner, outsider, tmp_path):
+    def __init__(self, owner: User, outsider: User, tmp_path: Path):
         mine = write_files(tmp_path / "olivia", {"a.txt": "olivia's private notes"})
         theirs = write_files(tmp_path / "oscar", {"b.txt": "oscar's own notes"})
         self.operation = services.create_collection(
@@ -62,7 +64,7 @@ class Things:
 
 
 @pytest.fixture
-def things(owner, outsider, tmp_path) -> Things:
+def things(owner: User, outsider: User, tmp_path: Path) -> Things:
     return Things(owner, outsider, tmp_path)
 
 
@@ -257,14 +259,14 @@ def test_the_operation_list_of_the_command_line_shows_a_stranger_nothing_of_othe
 # --- the live socket -------------------------------------------------------------
 
 
-def session_cookie(user) -> list[tuple[bytes, bytes]]:
+def session_cookie(user: User) -> list[tuple[bytes, bytes]]:
     client = Client()
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     return [(b"cookie", cookie), (b"origin", b"http://127.0.0.1")]
 
 
-def request_operation(user, name: str) -> Operation:
+def request_operation(user: User, name: str) -> Operation:
     collection = Collection.objects.create(owner=user, name=name)
     with transaction.atomic():
         return lifecycle.create_pending(

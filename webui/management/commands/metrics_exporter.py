@@ -57,8 +57,8 @@ class Command(BaseCommand):
             return
         if not metrics.multiprocess_active():
             raise CommandError(
-                "prometheus_client is not in multiprocess mode: PROMETHEUS_MULTIPROC_DIR "
-                "was not set before it was imported"
+                "prometheus_client is not in multiprocess mode: "
+                "PROMETHEUS_MULTIPROC_DIR was not set before it was imported"
             )
         ports = settings.METRICS_PORT_RANGE
         server = bind_first_free(options["host"], ports, metrics_app)
@@ -147,7 +147,8 @@ def metrics_app(environ: dict, start_response: Callable) -> list[bytes]:
         return _respond(
             start_response,
             "403 Forbidden",
-            b"Forbidden: metrics answer only to METRICS_ALLOWED_IPS or a bearer token.\n",
+            b"Forbidden: metrics answer only to METRICS_ALLOWED_IPS or a bearer "
+            b"token.\n",
         )
     body = metrics.exposition(include_queue=False)
     return _respond(
