@@ -217,7 +217,7 @@ def test_remove_source_of_a_folder_that_is_no_source_exits_1(owner, notes, extra
     outcome = olivia("collections", "remove-source", "notes", str(extra))
 
     assert outcome.code == 1
-    assert outcome.err == f"{extra} is not a source of collection 'notes'.\n"
+    assert outcome.err == f"{extra} is not a source of collection “notes”.\n"
 
 
 def test_reindex_with_wait_indexes_every_file_again(owner, notes):

@@ -444,6 +444,14 @@ async def test_sockets_and_the_events_relayed_to_them_are_counted(owner, monkeyp
 # Not public
 
 
+@pytest.fixture(autouse=True)
+def refusals_forgotten():
+    """Each test meets the refusal log fresh: it logs an address only once."""
+    web_metrics._refused.clear()
+    yield
+    web_metrics._refused.clear()
+
+
 @pytest.mark.django_db
 def test_metrics_refuse_a_foreign_address(caplog):
     caplog.set_level(logging.INFO)
