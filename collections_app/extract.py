@@ -30,6 +30,8 @@ from docx.text.paragraph import Paragraph
 from pypdf import PageObject, PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
+from webui.text import storable_text
+
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".docx"}
 )
@@ -44,6 +46,9 @@ _DOCX_MAX_EXPANSION = 20
 # Share of decoded characters that may be control characters before a "text"
 # file is judged binary; real text in any encoding stays far below this.
 _MAX_CONTROL_SHARE = 0.05
+# Above this share of NUL bytes a file is binary (or UTF-16 without a BOM),
+# not text with a stray NUL; `abc\0def` is 1 in 7.
+_MAX_NUL_SHARE = 0.25
 
 # charset-normalizer breaks ties between single-byte code pages by name, so
 # French or German text comes out as Central European cp1250; the far more
@@ -139,10 +144,8 @@ def _too_large(size: int, max_bytes: int) -> ExtractionError:
 
 
 def _tidy(text: str) -> str:
-    # NUL is stripped from extracted text: PostgreSQL cannot store it. Lone
-    # surrogates (pypdf can produce them) cannot be stored as UTF-8 anywhere.
-    text = text.replace("\x00", "")
-    text = text.encode("utf-8", "replace").decode("utf-8")
+    # pypdf can produce NUL and lone surrogates; see webui.text for the rule.
+    text = storable_text(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _EXCESS_BLANK_LINES.sub("\n\n\n", text)
 
@@ -164,19 +167,28 @@ def _decode_text(data: bytes) -> str:
             return data.decode(bom_encoding)
         except UnicodeDecodeError as exc:
             raise _binary() from exc
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        raise _binary()
+    data = _without_stray_nuls(data)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    guess = _guess_encoding(data)
-    if guess is None:
-        raise _binary()
-    text = str(guess)
+        guess = _guess_encoding(data)
+        if guess is None:
+            raise _binary() from None
+        text = str(guess)
     if _looks_binary(text):
         raise _binary()
     return text
+
+
+def _without_stray_nuls(data: bytes) -> bytes:
+    """Text with a few NUL bytes loses them (webui.text); many mean binary data.
+
+    What remains still has to pass as text: a binary file has other control
+    bytes and invalid sequences besides its NULs.
+    """
+    if data[:_SNIFF_BYTES].count(0) > len(data[:_SNIFF_BYTES]) * _MAX_NUL_SHARE:
+        raise _binary()
+    return data.replace(b"\x00", b"")
 
 
 def _guess_encoding(data: bytes) -> CharsetMatch | None:
@@ -230,8 +242,7 @@ def _html_markup(data: bytes) -> bytes | str:
     own guess has the same cp1250-for-cp1252 weakness."""
     if _unicode_bom(data) is not None:
         return data
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        raise _binary()
+    data = _without_stray_nuls(data)
     if EncodingDetector.find_declared_encoding(data, is_html=True):
         return data
     return _decode_text(data)

@@ -33,6 +33,7 @@ from collections_app.services import document_roots
 from operations import metrics
 from operations.lifecycle import Progress, timed_out_message
 from operations.models import Operation
+from webui.text import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Candidate:
     def __post_init__(self) -> None:
         self.relpath = storable_path(self.relpath)
         if self.problem:
-            self.problem = (self.problem[0], clean_text(self.problem[1]))
+            self.problem = (self.problem[0], storable_text(self.problem[1]))
 
 
 def storable_path(relpath: str) -> str:
@@ -68,11 +69,6 @@ def storable_path(relpath: str) -> str:
     """
     raw = relpath.encode("utf-8", "surrogateescape")
     return raw.decode("utf-8", "backslashreplace")
-
-
-def clean_text(text: str) -> str:
-    """Text for a database column: NUL removed, lone surrogates replaced."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
@@ -478,7 +474,7 @@ def _fail_document(
                 "content_hash": digest,
                 "status": status,
                 "error_reason": reason,
-                "error": clean_text(message),
+                "error": storable_text(message),
                 "chunk_count": 0,
             },
         )

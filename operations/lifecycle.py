@@ -18,6 +18,7 @@ from audit.models import AuditLog
 from audit.services import record, record_guarded
 from operations import metrics, relay
 from operations.models import Operation, OperationEvent
+from webui.text import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,8 @@ def finish(
     pending operation, never one a worker is running).
     """
     metrics.operation_ended(operation.id, operation.type)
+    # An exception's text can hold anything, NUL included (webui.text).
+    error = storable_text(error)
     now = timezone.now()
     operation.status = status
     operation.error = error

@@ -147,3 +147,37 @@ def test_a_bad_setting_stops_start_up_and_names_the_setting(db, env, named):
     )
     assert result.returncode != 0
     assert f"Setting {named}" in result.stderr
+
+
+def test_the_web_process_refuses_to_start_when_a_pragma_did_not_take_effect(
+    tmp_path,
+):
+    """The check runs before daphne binds, not at the first request."""
+    (tmp_path / "weaksettings.py").write_text(
+        "from webui.settings import *  # noqa: F403\n"
+        'DATABASES["default"]["OPTIONS"]["init_command"] = (\n'
+        '    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"\n'
+        ")\n"
+    )
+    env = child_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'weak.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="weaksettings",
+        PYTHONPATH=f"{tmp_path}:{BASE_DIR}",
+        WEB_PORT="1",  # were daphne ever started, it could not bind this
+    )
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runweb"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Quarry cannot start: Setting DATABASES['default'] did not take effect on "
+        "SQLite: synchronous is 2, expected 1 (NORMAL)"
+    ]
+    assert "Quarry web on" not in result.stdout

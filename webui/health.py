@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -78,6 +79,9 @@ def check_database() -> Check:
             cursor.fetchone()
     except DatabaseError as exc:
         return Check(False, "the database does not answer", _cause(exc))
+    except ImproperlyConfigured as exc:
+        # webui.sqlite refuses a connection whose PRAGMAs did not take effect.
+        return Check(False, "the database settings are not in force", _cause(exc))
     return Check(True)
 
 

@@ -89,6 +89,8 @@ def hostile_files() -> dict[str, tuple[bytes, tuple[str, str]]]:
         "truncated.pdf": (report[: len(report) // 2], ("failed", "corrupt")),
         "garbage.pdf": (os.urandom(2048), ("failed", "corrupt")),
         "nul-text.pdf": (pdf_bytes("abc\x00def beacon keepers"), ("indexed", "")),
+        "nul-text.txt": (b"ghi\x00jkl lantern keepers", ("indexed", "")),
+        "nul-page.html": (b"<p>mno\x00pqr harbour keepers</p>", ("indexed", "")),
         "letter.docx": (letter, ("indexed", "")),
         "truncated.docx": (letter[: len(letter) // 2], ("failed", "corrupt")),
         "not-word.docx": (zip_without_a_document(), ("failed", "corrupt")),
@@ -132,6 +134,7 @@ def test_one_operation_over_every_kind_of_hostile_file_completes_and_its_counts_
     texts = " ".join(Chunk.objects.values_list("text", flat=True))
     assert "rowing club" in texts and "ferry timetable" in texts
     assert "abcdef beacon" in texts and "\x00" not in texts
+    assert "ghijkl lantern" in texts and "mnopqr harbour" in texts
     assert "salary" not in texts
     assert Collection.objects.get().status == Collection.Status.DEGRADED
 
@@ -278,3 +281,20 @@ def test_a_named_pipe_with_a_text_name_is_passed_over_and_never_blocks(
 
     assert operation.status == Operation.Status.COMPLETED
     assert outcomes(operation) == {"note.txt": ("indexed", "")}
+
+
+def test_an_unexpected_error_whose_text_holds_nul_still_ends_the_operation(
+    as_owner, tmp_path, monkeypatch
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "a perfectly good file"})
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("parser gave up at \x00 offset 12")
+
+    monkeypatch.setattr(indexing, "extract_text", explode)
+    operation = index(as_owner, folder)
+
+    assert operation.status == Operation.Status.FAILED
+    assert operation.error == "Unexpected error: parser gave up at  offset 12"
+    assert operation.events.last().kind == "failed"
+    assert Collection.objects.get().status == Collection.Status.ERROR

@@ -4,12 +4,18 @@ import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 
 class Command(BaseCommand):
     help = "Serve HTTP and WebSockets with daphne on WEB_HOST:WEB_PORT."
 
     def handle(self, *args, **options) -> None:
+        # Connecting runs the live-connection checks (webui.sqlite): database
+        # settings that did not take effect stop start-up here, not at the
+        # first request. manage.py prints the ImproperlyConfigured in one line.
+        connection.ensure_connection()
+        connection.close()
         self.stdout.write(
             f"Quarry web on http://{settings.WEB_HOST}:{settings.WEB_PORT}/",
             ending="\n",
