@@ -14,7 +14,8 @@ The rule, applied recursively to keys and values (see README, "Audit trail"):
    keys become text too. Tuples and sets become lists. PostgreSQL does not
    keep the order of an object's keys.
 4. Values under keys that look secret (password, secret, token, API key,
-   credential, ...) become REDACTED, whatever they hold.
+   credential, ..., also run together as in `adminpassword` or `DBPassword`)
+   become REDACTED, whatever they hold.
 5. Bounds: a string keeps at most MAX_STRING characters, a key MAX_KEY, a list
    or object MAX_ITEMS items, the whole entry MAX_TOTAL characters of text, and
    nesting MAX_DEPTH levels; integers beyond MAX_INT_BITS bits become a note.
@@ -78,28 +79,44 @@ _SECRET_PAIRS = frozenset(
         ("secret", "key"),
         ("session", "key"),
         ("session", "id"),
+        ("ssl", "key"),
     }
+)
+_SECRET_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "authorization",
+    "credential",
+    "privatekey",
+    "accesskey",
+    "sslkey",
+    "sessionid",
 )
 # Lone surrogates cannot be encoded as UTF-8, so the database never gets them.
 _SURROGATES = range(0xD800, 0xE000)
 
 
 def key_words(key: str) -> list[str]:
-    """The lower-case words of a key: `dbPassword`, `db_password`, `DB-PASSWORD`."""
+    """The lower-case words of a key: `dbPassword`, `db_password`, `DBPassword`."""
     words: list[str] = []
     current = ""
-    previous = ""
     for char in key:
         if not char.isalnum():
             if current:
                 words.append(current)
             current = ""
-        elif char.isupper() and previous.islower() and current:
+        elif char.isupper() and current[-1:].islower():
             words.append(current)
             current = char
+        elif char.islower() and len(current) > 1 and current[-2:].isupper():
+            # An acronym ends where a capitalised word begins: DB|Password.
+            words.append(current[:-1])
+            current = current[-1] + char
         else:
             current += char
-        previous = char
     if current:
         words.append(current)
     return [word.lower() for word in words]
@@ -109,7 +126,14 @@ def is_secret_key(key: str) -> bool:
     words = key_words(key)
     if any(word in _SECRET_WORDS for word in words):
         return True
-    return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
+    if any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False)):
+        return True
+    # Words run together (`adminpassword`, `sslkey`) have no boundary to split on.
+    letters = "".join(words)
+    if any(part in letters for part in _SECRET_PARTS):
+        return True
+    # "token" also starts ordinary words (tokenizer, tokens), so only as the end.
+    return letters.endswith("token")
 
 
 def needs_encoding(text: str) -> bool:

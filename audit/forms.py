@@ -1,9 +1,12 @@
 """The filters of the audit pages: they parse the query string into a queryset."""
 
+import uuid
+
 from django import forms
 from django.db.models import QuerySet
 
 from audit.models import AuditLog
+from collections_app.models import Collection
 
 
 class AuditFilterForm(forms.Form):
@@ -14,7 +17,7 @@ class AuditFilterForm(forms.Form):
         max_length=150, required=False, help_text="User name, or system"
     )
     collection = forms.CharField(
-        max_length=200, required=False, help_text="Part of the name"
+        max_length=200, required=False, help_text="Name or id, or part of a name"
     )
     date_from = forms.DateField(
         label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
@@ -37,9 +40,23 @@ class AuditFilterForm(forms.Form):
         if data.get("user"):
             entries = entries.filter(actor_name__iexact=data["user"].strip())
         if data.get("collection"):
-            entries = entries.filter(collection_name__icontains=data["collection"])
+            entries = about_collection(entries, data["collection"])
         if data.get("date_from"):
             entries = entries.filter(created_at__date__gte=data["date_from"])
         if data.get("date_to"):
             entries = entries.filter(created_at__date__lte=data["date_to"])
         return entries
+
+
+def about_collection(entries: QuerySet, text: str) -> QuerySet:
+    """The whole history of the collection with this id, or of every live
+    collection with this name; other text matches the names entries were
+    written with, as for a deleted collection."""
+    try:
+        return entries.for_collection(uuid.UUID(text))
+    except ValueError:
+        pass
+    live = Collection.objects.filter(name__iexact=text).values("id")
+    if live.exists():
+        return entries.filter(collection_uuid__in=live)
+    return entries.filter(collection_name__icontains=text)

@@ -23,16 +23,16 @@ web; "system" is the worker):
 |               |           | collection.deleted                                       |
 | any           | cancelled | the two request entries, operation.cancelled (user)      |
 |               | (pending) |                                                          |
-| any but       | cancelled | the two request entries, operation.started,              |
-| delete        | (running) | operation.cancel_requested (user),                       |
-|               |           | operation.cancelled (system)                             |
+| index,        | cancelled | the two request entries, operation.started,              |
+| append,       | (running) | operation.cancel_requested (user),                       |
+| reindex       |           | operation.cancelled (system)                             |
 
 A rename writes one collection.renamed entry and starts no operation. An
 operation whose worker died is ended by the sweeper: operation.failed
 (system). A second delivery of the same task writes nothing. A remove_source
-whose source is already gone completes without source.removed; one that is
-asked to cancel while running records operation.cancel_requested and still
-completes, because removal does not stop half-way.
+whose source is already gone completes without source.removed. A delete or
+remove_source that is running cannot be cancelled, because removal does not
+stop half-way: the request is refused and writes no entry.
 
 Entries for what a user asks (the first two of each operation, renames,
 cancel requests) are written in the transaction of the change, so the change

@@ -13,6 +13,9 @@ from django.utils import timezone
 from audit.management.commands import audit as audit_command
 from audit.models import AuditLog
 from audit.services import record
+from collections_app import services
+from collections_app.models import Collection
+from collections_app.services import Request
 from tests.conftest import BASE_DIR, child_env
 
 pytestmark = pytest.mark.django_db
@@ -88,8 +91,6 @@ def test_prune_exits_with_status_2_from_the_shell():
 
 @pytest.fixture
 def trail(as_owner, docs):
-    from collections_app import services
-
     services.create_collection(as_owner, name="Notes", source=str(docs))
     record(
         A.SOURCE_ADDED,
@@ -120,7 +121,9 @@ def test_list_json_prints_only_json_with_decoded_details(trail):
 
 
 def test_list_filters_by_collection_action_and_limit(trail):
-    by_name = json.loads(run("list", "--collection", "Notes", "--json"))
+    by_name = json.loads(
+        run("list", "--collection", "Notes", "--owner", "olivia", "--json")
+    )
     collection_id = by_name[0]["collection_id"]
     by_id = json.loads(run("list", "--collection", collection_id, "--json"))
     failed = json.loads(run("list", "--action", A.OPERATION_FAILED, "--json"))
@@ -146,3 +149,123 @@ def test_list_prints_one_line_per_entry(trail):
 
 def test_list_says_so_when_there_is_nothing(db):
     assert run("list").strip() == "No audit entries."
+
+
+def listed(*args: str) -> list[dict]:
+    return json.loads(run("list", "--json", *args))
+
+
+def create(user, name: str, docs) -> Collection:
+    request = Request(user=user, remote_addr=None)
+    return services.create_collection(request, name=name, source=str(docs)).collection
+
+
+def rename(collection, name: str) -> None:
+    request = Request(user=collection.owner, remote_addr=None)
+    services.update_collection(request, collection, name=name, description="")
+
+
+@pytest.fixture
+def renamed(owner, teammate, docs):
+    """Olivia's Alpha, renamed Beta, and then Theo's own Alpha."""
+    olivias = create(owner, "Alpha", docs)
+    rename(olivias, "Beta")
+    theos = create(teammate, "Alpha", docs)
+    return olivias, theos
+
+
+def test_list_by_name_shows_a_renamed_collections_whole_history(renamed):
+    olivias, _ = renamed
+
+    entries = listed("--collection", "Beta", "--owner", "olivia")
+
+    assert [(e["action"], e["collection"]) for e in entries] == [
+        (A.COLLECTION_RENAMED, "Beta"),
+        (A.OPERATION_REQUESTED, "Alpha"),
+        (A.COLLECTION_CREATED, "Alpha"),
+    ]
+    assert {e["collection_id"] for e in entries} == {str(olivias.id)}
+
+
+def test_list_by_name_shows_only_the_owners_collection_of_that_name(renamed):
+    _, theos = renamed
+
+    entries = listed("--collection", "Alpha", "--owner", "theo")
+
+    assert [e["action"] for e in entries] == [
+        A.OPERATION_REQUESTED,
+        A.COLLECTION_CREATED,
+    ]
+    assert {e["collection_id"] for e in entries} == {str(theos.id)}
+
+
+def test_list_by_name_means_the_oldest_superusers_collection_by_default(
+    django_user_model, teammate, docs
+):
+    admin = django_user_model.objects.create_superuser("ada", password="pw-ada-123")
+    admins = create(admin, "Alpha", docs)
+    create(teammate, "Alpha", docs)
+
+    entries = listed("--collection", "Alpha")
+
+    assert len(entries) == 2
+    assert {e["collection_id"] for e in entries} == {str(admins.id)}
+
+
+def test_list_by_name_refuses_a_name_only_other_users_have(renamed):
+    with pytest.raises(CommandError) as refused:
+        run("list", "--collection", "Alpha", "--owner", "olivia")
+
+    assert str(refused.value) == (
+        "olivia has no collection named 'Alpha'; "
+        "pass its id, or --owner with one of: theo."
+    )
+
+
+def test_list_by_name_without_an_owner_or_an_admin_says_how_to_name_one(renamed):
+    with pytest.raises(CommandError) as refused:
+        run("list", "--collection", "Beta")
+
+    assert refused.value.returncode == 2
+    assert "pass --owner USER" in str(refused.value)
+
+
+def test_list_by_a_deleted_collections_name_shows_its_whole_history(owner, docs):
+    collection = create(owner, "Drafts", docs)
+    rename(collection, "Notes")
+    collection_id = collection.id
+    collection.delete()
+
+    by_new_name = listed("--collection", "Notes")
+    by_old_name = listed("--collection", "Drafts")
+
+    assert [e["action"] for e in by_new_name] == [
+        A.COLLECTION_RENAMED,
+        A.OPERATION_REQUESTED,
+        A.COLLECTION_CREATED,
+    ]
+    assert {e["collection_id"] for e in by_new_name} == {str(collection_id)}
+    assert by_old_name == by_new_name
+
+
+def test_list_refuses_a_name_several_deleted_collections_had(owner, teammate, docs):
+    gone = [create(owner, "Old", docs), create(teammate, "Old", docs)]
+    ids = sorted(str(collection.id) for collection in gone)
+    for collection in gone:
+        collection.delete()
+
+    with pytest.raises(CommandError) as refused:
+        run("list", "--collection", "Old")
+
+    assert str(refused.value) == (
+        f"2 collections were named 'Old'; pass one's id: {ids[0]}, {ids[1]}."
+    )
+
+
+def test_list_says_so_when_no_collection_ever_had_the_name(trail):
+    with pytest.raises(CommandError) as refused:
+        run("list", "--collection", "Nowhere")
+
+    assert str(refused.value) == (
+        "No collection is named 'Nowhere', and no audit entry names one."
+    )

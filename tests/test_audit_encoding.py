@@ -200,6 +200,14 @@ def test_other_values_are_stored_as_text():
         "X-Api-Key",
         "credentials",
         "Authorization",
+        "DBPassword",
+        "SMTPPassword",
+        "HTTPAuthorization",
+        "adminpassword",
+        "sslkey",
+        "ssl_key",
+        "X-Api-Token",
+        "csrftoken",
     ],
 )
 def test_values_under_secret_looking_keys_are_redacted(key):
@@ -217,6 +225,35 @@ def test_values_under_secret_looking_keys_are_redacted(key):
 @pytest.mark.parametrize("key", ["passage", "compass", "bypass_count", "tokenizer"])
 def test_ordinary_keys_that_contain_a_secret_word_are_kept(key):
     assert encoding.encode({key: "kept"}) == {key: "kept"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "counts",
+        "config",
+        "source",
+        "sources",
+        "source_id",
+        "requested_path",
+        "error",
+        "type",
+        "chunk_size",
+        "chunk_overlap",
+        "embedding_model",
+        "description",
+        "old_name",
+        "new_name",
+        "documents",
+        "chunks",
+        "max_tokens",
+        "PDFParser",
+    ],
+)
+def test_the_keys_quarry_itself_records_are_kept(key):
+    entry = record(AuditLog.Action.COLLECTION_RENAMED, details={key: "kept"})
+
+    assert AuditLog.objects.get(pk=entry.pk).details_decoded() == {key: "kept"}
 
 
 def test_a_long_value_is_cut_with_a_note_saying_how_much():

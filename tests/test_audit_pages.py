@@ -188,6 +188,46 @@ def test_the_global_trail_filters(client, staff, mixed_trail, query, expected):
         assert shown == expected
 
 
+def rename(collection: Collection, name: str) -> None:
+    request = services.Request(user=collection.owner, remote_addr=None)
+    services.update_collection(request, collection, name=name, description="")
+
+
+def test_the_global_trail_filter_by_name_shows_a_renamed_collections_whole_history(
+    client, staff, as_owner, teammate, docs
+):
+    olivias = services.create_collection(
+        as_owner, name="Alpha", source=str(docs)
+    ).collection
+    rename(olivias, "Beta")
+    theos = services.Request(user=teammate, remote_addr=None)
+    services.create_collection(theos, name="Alpha", source=str(docs))
+    client.force_login(staff)
+
+    def shown(text: str) -> list[tuple[str, str]]:
+        response = client.get(reverse("audit:list"), {"collection": text})
+        return [(e.actor_name, e.collection_name) for e in response.context["entries"]]
+
+    assert shown("beta") == [
+        ("olivia", "Beta"),
+        ("olivia", "Alpha"),
+        ("olivia", "Alpha"),
+    ]
+    assert shown(str(olivias.id)) == shown("beta")
+    assert shown("Alpha") == [("theo", "Alpha"), ("theo", "Alpha")]
+
+
+def test_the_global_trail_filter_finds_a_deleted_collection_by_its_name(
+    client, staff, collection
+):
+    collection.delete()
+    client.force_login(staff)
+
+    response = client.get(reverse("audit:list"), {"collection": "notes"})
+
+    assert len(shown_actions(response)) == 3
+
+
 def test_the_global_trail_filters_by_date_range(client, staff, mixed_trail):
     client.force_login(staff)
     day = (timezone.localdate(mixed_trail) - timedelta(days=5)).isoformat()

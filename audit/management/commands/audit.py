@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from audit.encoding import display_json
 from audit.models import AuditLog
+from collections_app.cli import Exit, resolve_owner
+from collections_app.models import Collection
 
 PRUNE_BATCH = 1000
 DEFAULT_LIMIT = 50
@@ -34,6 +36,11 @@ class Command(BaseCommand):
         listing = subcommands.add_parser("list", help="list entries, newest first")
         listing.add_argument(
             "--collection", metavar="NAME", help="a collection's name or id"
+        )
+        listing.add_argument(
+            "--owner",
+            metavar="USER",
+            help="whose collection NAME is (default: the oldest active superuser)",
         )
         listing.add_argument(
             "--action",
@@ -71,7 +78,7 @@ class Command(BaseCommand):
             raise CommandError("--limit must be 0 or more.", returncode=2)
         entries = AuditLog.objects.order_by("-created_at", "-id")
         if options["collection"]:
-            entries = _for_collection(entries, options["collection"])
+            entries = _for_collection(entries, options["collection"], options["owner"])
         if options["action"]:
             entries = entries.filter(action=options["action"])
         if options["limit"]:
@@ -100,11 +107,56 @@ class Command(BaseCommand):
         )
 
 
-def _for_collection(entries: QuerySet, name_or_id: str) -> QuerySet:
+def _for_collection(
+    entries: QuerySet, name_or_id: str, owner_name: str | None
+) -> QuerySet:
+    """The whole history of the collection with this id, or of the owner's
+    collection with this name; a name no live collection has is looked up in
+    the names the entries were written with (a deleted collection's)."""
     try:
         return entries.for_collection(uuid.UUID(name_or_id))
     except ValueError:
-        return entries.filter(collection_name=name_or_id)
+        pass
+    if Collection.objects.filter(name=name_or_id).exists():
+        return entries.for_collection(_owners_collection(name_or_id, owner_name).id)
+    return _by_name_snapshot(entries, name_or_id)
+
+
+def _owners_collection(name: str, owner_name: str | None) -> Collection:
+    """Names are unique per owner only, so a name means one owner's collection."""
+    try:
+        owner = resolve_owner(owner_name)
+    except Exit as exc:
+        raise CommandError(exc.message, returncode=exc.code) from None
+    named = Collection.objects.filter(name=name).select_related("owner")
+    collection = named.filter(owner=owner).first()
+    if collection is None:
+        owners = ", ".join(sorted(c.owner.get_username() for c in named))
+        raise CommandError(
+            f"{owner.get_username()} has no collection named '{name}'; "
+            f"pass its id, or --owner with one of: {owners}."
+        )
+    return collection
+
+
+def _by_name_snapshot(entries: QuerySet, name: str) -> QuerySet:
+    """The history of the one collection, deleted or renamed since, that had
+    this name; the name alone for entries that never knew the collection's id."""
+    named = entries.filter(collection_name=name)
+    known = named.exclude(collection_uuid=None).order_by()
+    ids = sorted({str(i) for i in known.values_list("collection_uuid", flat=True)})
+    if len(ids) > 1:
+        raise CommandError(
+            f"{len(ids)} collections were named '{name}'; "
+            f"pass one's id: {', '.join(ids)}."
+        )
+    if ids:
+        return entries.for_collection(uuid.UUID(ids[0]))
+    if not named.exists():
+        raise CommandError(
+            f"No collection is named '{name}', and no audit entry names one."
+        )
+    return named
 
 
 def delete_before(cutoff) -> int:
