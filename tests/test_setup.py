@@ -194,6 +194,12 @@ def test_noinput_migrates_and_creates_the_admin_from_the_environment(configured)
     assert logs_in(install.password_hash("alice"), PASSWORD)
 
 
+def test_setup_ends_by_saying_how_to_start_quarry(configured):
+    _, result = configured
+
+    assert "Setup complete. Start Quarry with `make run`." in result.stdout
+
+
 @pytest.mark.parametrize("stdin", ["/dev/null", "a pipe of empty lines"])
 def test_without_a_terminal_it_never_prompts(copy, stdin):
     if stdin == "/dev/null":
@@ -218,6 +224,88 @@ def test_an_invalid_environment_value_stops_setup_and_names_it(tmp_path):
     assert "WEB_PORT" in result.stderr and "eighty" in result.stderr
     assert "Traceback" not in output(result)
     assert not install.env_file.exists()
+
+
+# Settings the wizard does not ask for: no answer could fix them.
+UNASKED_INVALID = {
+    "SQLITE_BUSY_TIMEOUT": "5",
+    "QUEUE_RETRY": "10",
+    "METRICS_PORT_RANGE": "x",
+    "MAX_FILE_BYTES": "-1",
+}
+
+
+@pytest.mark.parametrize("name", UNASKED_INVALID)
+def test_an_invalid_unasked_setting_stops_setup_before_anything_is_written(
+    tmp_path, name
+):
+    install = Install(tmp_path)
+
+    result = install.setup(
+        "--noinput",
+        DATA_DIR=str(install.data_dir),
+        DOCUMENT_ROOTS=str(install.docs),
+        **{name: UNASKED_INVALID[name]},
+    )
+
+    assert result.returncode != 0
+    assert f"Setting {name}" in result.stderr
+    assert "Traceback" not in output(result)
+    assert not install.env_file.exists()
+    assert not (install.data_dir / "quarry.sqlite3").exists()
+
+
+def test_an_invalid_unasked_setting_in_env_leaves_the_file_unchanged(copy):
+    copy.env_file.write_text(copy.env_file.read_text() + "SQLITE_BUSY_TIMEOUT=5\n")
+    before = copy.env_file.read_bytes()
+    database = copy.data_dir / "quarry.sqlite3"
+    database_before = database.stat().st_mtime_ns
+
+    result = copy.setup("--noinput", WEB_PORT="8125")
+
+    assert result.returncode != 0
+    assert "SQLITE_BUSY_TIMEOUT" in result.stderr
+    assert copy.env_file.read_bytes() == before
+    assert database.stat().st_mtime_ns == database_before
+
+
+def test_reset_drops_an_invalid_unasked_setting_of_the_old_env(copy):
+    copy.env_file.write_text(copy.env_file.read_text() + "SQLITE_BUSY_TIMEOUT=5\n")
+
+    result = copy.setup(
+        "--noinput",
+        "--reset",
+        DATA_DIR=str(copy.data_dir),
+        DOCUMENT_ROOTS=str(copy.docs),
+    )
+
+    assert_quiet_and_successful(result)
+    assert "SQLITE_BUSY_TIMEOUT" not in copy.settings()
+
+
+def test_an_invalid_queue_retry_is_reported_without_a_python_warning(tmp_path):
+    install = Install(tmp_path)
+
+    result = install.setup(
+        "--noinput", DATA_DIR=str(install.data_dir), QUEUE_RETRY="10"
+    )
+
+    assert "QUEUE_RETRY" in result.stderr
+    assert "Warning" not in output(result)
+
+
+def test_env_example_still_starts_with_a_longer_operation_timeout(tmp_path):
+    install = Install(tmp_path)
+    shutil.copy(BASE_DIR / ".env.example", install.env_file)
+
+    result = install.run(
+        ["check"],
+        SECRET_KEY="example-secret",
+        DATA_DIR=str(install.data_dir),
+        OPERATION_TIMEOUT="20000",
+    )
+
+    assert result.returncode == 0, output(result)
 
 
 def test_a_second_run_keeps_the_secret_key_and_the_values(second_run):
@@ -367,6 +455,29 @@ def test_ctrl_c_at_a_question_writes_nothing(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_the_wizard_refuses_an_invalid_unasked_setting_before_asking(tmp_path):
+    install = Install(tmp_path)
+    wizard = pexpect.spawn(
+        sys.executable,
+        ["manage.py", "setup"],
+        cwd=str(BASE_DIR),
+        env=install.environment(
+            TERM="dumb", DATA_DIR=str(install.data_dir), SQLITE_BUSY_TIMEOUT="5"
+        ),
+        encoding="utf-8",
+        timeout=60,
+    )
+
+    wizard.expect(pexpect.EOF)
+    wizard.close()
+
+    assert wizard.exitstatus != 0
+    assert "SQLITE_BUSY_TIMEOUT" in wizard.before
+    assert "Data directory" not in wizard.before
+    assert "Traceback" not in wizard.before
+    assert not install.env_file.exists()
+
+
 def _copy_project(target: Path) -> None:
     """The working tree as a fresh clone would have it: no venv, data or .env."""
     left_out = {".venv", "data", ".env", ".git", ".pytest_cache", ".hypothesis"}
@@ -401,6 +512,9 @@ def test_make_run_sets_up_a_fresh_clone(tmp_path):
 
     assert_quiet_and_successful(result)
     assert "setup --noinput" in result.stdout
+    # `make run` starts Quarry itself once .env exists.
+    assert "Setup complete." in result.stdout
+    assert "Start Quarry with" not in result.stdout
     assert mode(project / ".env") == 0o600
     assert envfile.read(project / ".env")["DATA_DIR"] == "./data"
     with closing(sqlite3.connect(project / "data" / "quarry.sqlite3")) as db:

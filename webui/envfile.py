@@ -215,6 +215,23 @@ def resolve(
     return chosen, problems
 
 
+def unasked_problems(invalid: list[str], kept: Mapping[str, str]) -> list[str]:
+    """The settings' problems no answer to setup can fix, as the settings word them.
+
+    A problem counts when its setting is not one of KEYS and it names a variable
+    that stays set (`kept`: the environment, and the .env unless --reset drops it).
+    """
+    unasked = [name for name in kept if name not in KEYS_BY_NAME]
+    problems = []
+    for problem in invalid:
+        subject = re.match(r"Setting (\w+)", problem)
+        if subject and subject[1] in KEYS_BY_NAME:
+            continue
+        if any(re.search(rf"\b{re.escape(name)}\b", problem) for name in unasked):
+            problems.append(problem)
+    return problems
+
+
 def _quoted(name: str, value: str) -> str:
     if "\n" in value or "\r" in value:
         raise InvalidValue(name, "must be a single line")

@@ -278,6 +278,8 @@ if QUEUE_RETRY <= OPERATION_TIMEOUT:
         f"OPERATION_TIMEOUT ({OPERATION_TIMEOUT}), or a running operation is "
         "handed to a second worker"
     )
+    # Only setup gets here; the default stands in, so Django-Q2 adds no warning.
+    QUEUE_RETRY = OPERATION_TIMEOUT + 600
 WORKER_COUNT = int(_positive("WORKER_COUNT", _setting("WORKER_COUNT", env.int, 2)))
 Q_CLUSTER = {
     # Deployments (or test runs) sharing one Redis must not take each other's tasks.

@@ -1,10 +1,12 @@
 """`manage.py setup`: write .env, migrate, create the admin, check the machine.
 
 Steps:
-1. Choose each setting. On a terminal, ask (webui.setup_wizard), each answer
-   checked before the next. Otherwise (`--noinput`, or standard input is not a
-   terminal) never prompt: take the environment, then the existing .env, then
-   the defaults; an invalid value stops here, naming the variable.
+1. Choose each setting. An invalid value of a setting setup does not ask for
+   stops it first, naming the variable: no answer could fix it. On a terminal,
+   ask (webui.setup_wizard), each answer checked before the next. Otherwise
+   (`--noinput`, or standard input is not a terminal) never prompt: take the
+   environment, then the existing .env, then the defaults; an invalid value
+   stops here, naming the variable.
 2. Write .env atomically with mode 0600, keeping secrets and unknown keys;
    `--reset` backs it up and starts from the defaults.
 3. Apply it in a fresh `setup --apply` process, since this process loaded its
@@ -69,12 +71,16 @@ class Command(BaseCommand):
         path = Path(settings.ENV_FILE)
         environment = real_environment()
         existing = {} if options["reset"] else envfile.read(path)
+        unasked = envfile.unasked_problems(
+            getattr(settings, "INVALID_SETTINGS", []), {**existing, **environment}
+        )
         if options["noinput"] or not sys.stdin.isatty():
             reason = (
                 "--noinput" if options["noinput"] else "no terminal on standard input"
             )
-            values, admin = self.decide(path, existing, environment, reason)
+            values, admin = self.decide(path, existing, environment, reason, unasked)
         else:
+            self.stop_for(path, unasked)
             values, admin = self.ask(path, existing, environment)
         self.write(path, values, existing, options["reset"])
         self.run_apply(path, admin)
@@ -85,6 +91,7 @@ class Command(BaseCommand):
         existing: Mapping[str, str],
         environment: Mapping[str, str],
         reason: str,
+        unasked: list[str],
     ) -> tuple[dict[str, str], setup_admin.Admin]:
         logger.info(
             "Running setup non-interactively (%s): values come from the environment, "
@@ -94,13 +101,7 @@ class Command(BaseCommand):
         )
         chosen, problems = envfile.resolve(existing, environment)
         admin, admin_problems = setup_admin.from_values(environment, existing)
-        problems += admin_problems
-        for problem in problems:
-            self.stderr.write(str(problem))
-        if problems:
-            raise CommandError(
-                f"Setup stopped, {path} is unchanged: fix the value above."
-            )
+        self.stop_for(path, [*unasked, *problems, *admin_problems])
         self.stdout.write(f"Settings for {path}:")
         width = max(len(name) for name in chosen)
         for name, (value, origin) in chosen.items():
@@ -108,6 +109,16 @@ class Command(BaseCommand):
             shown = envfile.masked_url(shown) if "://" in shown else shown or "(empty)"
             self.stdout.write(f"  {name:<{width}}  {shown}  [{origin}]")
         return {name: choice.value for name, choice in chosen.items()}, admin
+
+    def stop_for(self, path: Path, problems: list[str | envfile.InvalidValue]) -> None:
+        """Print each problem on its own line and stop, when there is one."""
+        for problem in problems:
+            self.stderr.write(str(problem))
+        if problems:
+            values = "values" if len(problems) > 1 else "value"
+            raise CommandError(
+                f"Setup stopped, {path} is unchanged: fix the {values} above."
+            )
 
     def ask(
         self, path: Path, existing: Mapping[str, str], environment: Mapping[str, str]
@@ -195,9 +206,11 @@ class Command(BaseCommand):
                 "then run `python manage.py setup --check`."
             )
             sys.exit(1)
-        self.stdout.write(
-            self.style.SUCCESS("Setup complete. Start Quarry with `make run`.")
-        )
+        done = "Setup complete."
+        # Under make, setup is the .env rule of `make run`, which starts Quarry next.
+        if "MAKELEVEL" not in os.environ:
+            done += " Start Quarry with `make run`."
+        self.stdout.write(self.style.SUCCESS(done))
 
     def prepare_database(self) -> bool:
         data_dir = Path(settings.DATA_DIR)
