@@ -7,6 +7,7 @@ and L2-normalised, so a dot product is the cosine similarity.
 
 import threading
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -19,6 +20,10 @@ DIMENSIONS = 384
 MAX_TOKENS = 256
 MODELS = {"minilm-l6-int8": "all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions)"}
 DEFAULT_MODEL = "minilm-l6-int8"
+
+
+class EmbeddingStopped(Exception):
+    """`should_stop` said yes between two batches; nothing is returned."""
 
 
 class Embedder:
@@ -44,13 +49,24 @@ class Embedder:
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._lock = threading.Lock()
 
-    def embed(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Embed texts in batches of similar length; rows keep the input order."""
+    def embed(
+        self,
+        texts: list[str],
+        batch_size: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Embed texts in batches of similar length; rows keep the input order.
+
+        `should_stop` is asked before each batch, so a worker that is being
+        stopped does not first finish a long embedding.
+        """
         batch_size = batch_size or settings.EMBEDDING_BATCH_SIZE
         out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         started = time.perf_counter()
         for begin in range(0, len(order), batch_size):
+            if should_stop is not None and should_stop():
+                raise EmbeddingStopped()
             rows = order[begin : begin + batch_size]
             out[rows] = self._embed_batch([texts[i] for i in rows])
         metrics.EMBEDDING_SECONDS.inc(time.perf_counter() - started)

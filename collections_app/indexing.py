@@ -26,12 +26,12 @@ from django.utils import timezone
 from audit.models import AuditLog
 from audit.services import record_guarded
 from collections_app.chunking import chunk_text
-from collections_app.embedding import get_embedder, to_bytes
+from collections_app.embedding import EmbeddingStopped, get_embedder, to_bytes
 from collections_app.extract import ExtractionError, extract_text, is_supported
 from collections_app.models import Chunk, Collection, Document, Source
 from collections_app.services import document_roots
-from operations import metrics
-from operations.lifecycle import Progress, timed_out_message
+from operations import metrics, shutdown
+from operations.lifecycle import OperationEnded, Progress, timed_out_message
 from operations.models import Operation
 from webui.text import storable_text
 
@@ -109,6 +109,17 @@ def run(operation: Operation) -> tuple[str, str]:
         return Operation.Status.CANCELLED, "Cancelled by request"
     except OperationFailed as exc:
         return Operation.Status.FAILED, str(exc)
+    except OperationEnded:
+        operation.refresh_from_db()
+        logger.info(
+            "Operation %s (%s of %s) was %s elsewhere while it ran; its handler "
+            "stopped",
+            operation.id,
+            operation.type,
+            operation.collection_name,
+            operation.status,
+        )
+        return operation.status, operation.error
     return Operation.Status.COMPLETED, ""
 
 
@@ -255,6 +266,9 @@ def _index_files(
         if progress.out_of_time():
             _store_batch(collection, source, batch, progress)
             raise OperationFailed(timed_out_message())
+        if progress.worker_stopping():
+            # Not stored: the files of this batch are read again by a rerun.
+            raise OperationFailed(shutdown.stopped_message())
         pending = _prepare(
             collection,
             source,
@@ -388,14 +402,27 @@ def _prepare(
 def _indexed_twin(
     collection: Collection, source: Source, relpath: str, digest: str
 ) -> str | None:
+    """An indexed document whose file still holds this content, if any.
+
+    The stored hash is the one from the twin's last indexing: a file changed
+    since (two files that swapped contents) no longer holds it, so the file
+    on disk is hashed again before this one is skipped as its duplicate.
+    """
     twin = (
         Document.objects.filter(
             collection=collection, content_hash=digest, status=Document.Status.INDEXED
         )
         .exclude(source=source, path=relpath)
+        .select_related("source")
         .first()
     )
-    return twin.path if twin else None
+    if twin is None:
+        return None
+    try:
+        holds_it = file_digest(Path(twin.source.path) / twin.path) == digest
+    except OSError:
+        holds_it = False
+    return twin.path if holds_it else None
 
 
 def _store_batch(
@@ -404,9 +431,14 @@ def _store_batch(
     if not batch:
         return
     op = progress.operation
-    progress.update(step="embedding")
+    progress.update(force=True, step="embedding")
     texts = [piece.text for pending in batch for piece in pending.pieces]
-    vectors = get_embedder(collection.embedding_model).embed(texts) if texts else []
+    try:
+        vectors = get_embedder(collection.embedding_model).embed(
+            texts, should_stop=progress.worker_stopping
+        )
+    except EmbeddingStopped:
+        raise OperationFailed(shutdown.stopped_message()) from None
     offset = 0
     with transaction.atomic():
         for pending in batch:
@@ -434,6 +466,14 @@ def _store_batch(
 def _save_document(
     collection: Collection, source: Source, pending: Pending
 ) -> Document:
+    # An indexed document still listed with this hash no longer holds it (else
+    # this file would be its duplicate): its hash is forgotten, so its own file
+    # is indexed again when the scan reaches it.
+    Document.objects.filter(
+        collection=collection,
+        content_hash=pending.digest,
+        status=Document.Status.INDEXED,
+    ).exclude(source=source, path=pending.candidate.relpath).update(content_hash="")
     document, _ = Document.objects.update_or_create(
         source=source,
         path=pending.candidate.relpath,
@@ -529,7 +569,46 @@ def remove_source(operation: Operation, progress: Progress) -> None:
             operation=operation,
             details={"source": operation.config.get("source", "")},
         )
+    _index_orphaned_duplicates(operation, progress)
     operation.collection.refresh_counters()
+
+
+def _index_orphaned_duplicates(operation: Operation, progress: Progress) -> None:
+    """Index files that were skipped as duplicates of documents now removed.
+
+    Their content would otherwise be in no search result. Each source with
+    such files is scanned again; its unchanged files cost only a hash.
+    """
+    collection = operation.collection
+    indexed = Document.objects.filter(
+        collection=collection, status=Document.Status.INDEXED
+    ).values("content_hash")
+    orphans = (
+        Document.objects.filter(
+            collection=collection,
+            status=Document.Status.SKIPPED,
+            error_reason="duplicate",
+        )
+        .exclude(content_hash__in=indexed)
+        .values_list("source_id", flat=True)
+        .distinct()
+    )
+    for source in Source.objects.filter(id__in=list(orphans)):
+        try:
+            _check_source_root(source)
+        except OperationFailed as exc:
+            logger.info(
+                "Duplicates in %s of %s stay skipped: %s", source.path, collection, exc
+            )
+            continue
+        scan = scan_source(Path(source.path))
+        progress.update(
+            force=True,
+            step="indexing",
+            total=progress.operation.total + len(scan.files),
+            found=progress.operation.found + len(scan.files),
+        )
+        _index_files(collection, source, scan, progress, force=False)
 
 
 def delete_collection(operation: Operation, progress: Progress) -> None:

@@ -4,6 +4,7 @@ Each function checks the rules, writes the change, its pending operation and
 its audit entries in one transaction, and enqueues the operation on commit.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def resolve_source_path(raw: str) -> Path:
     if not path.is_absolute():
         raise ServiceError(f"Use an absolute path, not “{text}”.", "source")
     roots = document_roots()
+    outside = ServiceError(
+        f"The folder {text} is outside the document roots "
+        f"({', '.join(str(r) for r in roots)}).",
+        "source",
+    )
+    # Judged on the path as written first, so that whether a folder outside
+    # the roots exists, or may be opened, is never told to the user.
+    if not _written_inside(path, roots):
+        raise outside
     try:
         resolved = path.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -65,14 +75,20 @@ def resolve_source_path(raw: str) -> Path:
             f"The folder {text} cannot be opened: {exc}.", "source"
         ) from None
     if not any(resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise ServiceError(
-            f"The folder {text} is outside the document roots ({allowed}).", "source"
-        )
+        raise outside
     if not resolved.is_dir():
         raise ServiceError(f"{text} is not a folder.", "source")
     _refuse_undecodable(resolved)
     return resolved
+
+
+def _written_inside(path: Path, roots: list[Path]) -> bool:
+    """`path`, with `..` folded away, lies inside a root as configured or resolved."""
+    folded = Path(os.path.normpath(path))
+    written = [
+        Path(os.path.normpath(Path(r).expanduser())) for r in settings.DOCUMENT_ROOTS
+    ]
+    return any(folded.is_relative_to(root) for root in [*roots, *written])
 
 
 def _refuse_undecodable(path: Path) -> None:
@@ -112,9 +128,28 @@ def validate_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise ServiceError("Enter a name.", "name")
-    if len(name) > 200 or "\x00" in name:
+    if len(name) > 200 or "\x00" in name or not _encodable(name):
         raise ServiceError("Use a name of at most 200 printable characters.", "name")
     return name
+
+
+def validate_description(description: str | None) -> str:
+    description = description or ""
+    if "\x00" in description or not _encodable(description):
+        raise ServiceError(
+            "The description holds a NUL character or bytes that are not text.",
+            "description",
+        )
+    return description
+
+
+def _encodable(text: str) -> bool:
+    """False for lone surrogates: bytes a terminal passed on that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lock(collection: Collection) -> Collection:
@@ -147,6 +182,7 @@ def create_collection(
 ) -> Operation:
     owner = owner or request.user
     name = validate_name(name)
+    description = validate_description(description)
     size, overlap = validate_chunking(chunk_size, chunk_overlap)
     path = resolve_source_path(source)
     with transaction.atomic():
@@ -192,6 +228,7 @@ def update_collection(
     request: Request, collection: Collection, *, name: str, description: str
 ) -> Collection:
     name = validate_name(name)
+    description = validate_description(description)
     with transaction.atomic():
         collection = _lock(collection)
         old = collection.name

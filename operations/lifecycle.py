@@ -16,11 +16,15 @@ from django.utils import timezone
 
 from audit.models import AuditLog
 from audit.services import record, record_guarded
-from operations import metrics, relay
+from operations import metrics, relay, shutdown
 from operations.models import Operation, OperationEvent
 from webui.text import storable_text
 
 logger = logging.getLogger(__name__)
+
+# A pending operation without a task id this old had its enqueue fail; younger
+# ones may still be between their commit and the broker's answer.
+UNQUEUED_GRACE_SECONDS = 30
 
 _TERMINAL_ACTION = {
     Operation.Status.COMPLETED: AuditLog.Action.OPERATION_COMPLETED,
@@ -72,17 +76,49 @@ def create_pending(
     return operation
 
 
-def enqueue(operation_id) -> None:
+def enqueue(operation_id) -> bool:
+    """Hand the operation to the queue; False when the broker refused it.
+
+    Runs after the request's transaction committed, so a broker that is down
+    cannot undo the request: the operation stays pending without a task id,
+    and `requeue_unqueued` (the sweeper) hands it over once the broker answers.
+    """
     from django_q.tasks import async_task
 
-    task_id = async_task(
-        "operations.tasks.run_operation",
-        str(operation_id),
-        task_name=f"operation-{operation_id}",
-        group="operations",
-    )
+    try:
+        task_id = async_task(
+            "operations.tasks.run_operation",
+            str(operation_id),
+            task_name=f"operation-{operation_id}",
+            group="operations",
+        )
+    except Exception as exc:  # noqa: BLE001 - brokers raise many kinds
+        logger.error(
+            "Operation %s could not be queued (%s: %s); it stays pending and is "
+            "queued again within a minute once the broker answers. Check REDIS_URL "
+            "or the database.",
+            operation_id,
+            type(exc).__name__,
+            exc,
+        )
+        return False
     if isinstance(task_id, str):
         Operation.objects.filter(id=operation_id, task_id="").update(task_id=task_id)
+    return True
+
+
+def requeue_unqueued(now=None) -> int:
+    """Queue again pending operations whose enqueue failed; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
+    waiting = Operation.objects.filter(
+        status=Operation.Status.PENDING, task_id="", created_at__lt=cutoff
+    ).values_list("id", flat=True)
+    queued = 0
+    for operation_id in list(waiting):
+        if enqueue(operation_id):
+            logger.info("Operation %s queued after an earlier failure", operation_id)
+            queued += 1
+    return queued
 
 
 def claim(operation_id) -> Operation | None:
@@ -116,6 +152,10 @@ def claim(operation_id) -> Operation | None:
         operation.collection_name,
     )
     return operation
+
+
+class OperationEnded(Exception):
+    """The operation reached a terminal status while its handler still ran."""
 
 
 class Progress:
@@ -166,15 +206,22 @@ class Progress:
             "heartbeat_at",
         ]
         with transaction.atomic():
-            Operation.objects.filter(
+            changed = Operation.objects.filter(
                 id=op.id, status=Operation.Status.PROCESSING
             ).update(**{name: getattr(op, name) for name in fields})
+            if changed != 1:
+                # Ended elsewhere (the sweeper took it for dead): no event may
+                # follow its terminal one, and its handler must stop.
+                raise OperationEnded(op.id)
             add_event(op, "progress")
 
     def cancel_requested(self) -> bool:
         return Operation.objects.filter(
             id=self.operation.id, cancel_requested=True
         ).exists()
+
+    def worker_stopping(self) -> bool:
+        return shutdown.requested()
 
     def out_of_time(self) -> bool:
         """True once the operation should stop to end before OPERATION_TIMEOUT."""

@@ -25,9 +25,17 @@ def cancel_operation(request: Request, operation: Operation) -> Operation:
             "cannot be cancelled."
         )
     with transaction.atomic():
-        changed = Operation.objects.filter(
-            id=operation.id, status=Operation.Status.PROCESSING, cancel_requested=False
-        ).update(cancel_requested=True)
+        # The type is in the condition too: the operation may have started
+        # since `operation` was read.
+        changed = (
+            Operation.objects.filter(
+                id=operation.id,
+                status=Operation.Status.PROCESSING,
+                cancel_requested=False,
+            )
+            .exclude(type__in=uninterruptible)
+            .update(cancel_requested=True)
+        )
         if changed:
             operation.refresh_from_db()
             lifecycle.add_event(operation, "cancel_requested")

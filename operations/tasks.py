@@ -110,5 +110,6 @@ class Heartbeat(threading.Thread):
 
 
 def sweep() -> int:
-    """Scheduled: fail operations whose worker died."""
+    """Scheduled: fail operations whose worker died, queue those never queued."""
+    lifecycle.requeue_unqueued()
     return lifecycle.sweep_stale()

@@ -105,6 +105,22 @@ def test_create_with_wait_prints_one_summary_line(owner, docs):
     assert "(index of notes) completed: found 3, indexed 3, unchanged 0" in outcome.out
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [("bad\udcffname",), ("fine", "--description", "d\udcffesc")],
+    ids=["name", "description"],
+)
+def test_create_refuses_bytes_that_are_not_utf8_in_one_line(owner, docs, extra):
+    """A terminal in another encoding hands such bytes on as lone surrogates."""
+    name, *more = extra
+
+    outcome = create(name, docs, *more)
+
+    assert outcome.code == 1
+    assert len(outcome.err.splitlines()) == 1 and "Traceback" not in outcome.err
+    assert not Collection.objects.exists()
+
+
 def test_create_passes_description_and_chunking_on(owner, docs):
     create("notes", docs, "--description", "Home", "--chunk-size", "400")
 

@@ -220,3 +220,51 @@ def test_a_source_path_with_backslashes_and_cjk_indexes_and_shows_as_given(
     collection = Collection.objects.get()
     assert collection.sources.get().path == str(folder.resolve())
     assert Document.objects.get().path == "メモ.txt"
+
+
+def test_two_files_that_swapped_contents_both_stay_indexed(as_owner, tmp_path):
+    folder = write_files(
+        tmp_path / "swap",
+        {
+            "a.txt": "Volcanoes erupt molten rock and ash.",
+            "b.txt": "Penguins huddle together in the antarctic winter.",
+        },
+    )
+    index(as_owner, folder)
+    (folder / "a.txt").write_text("Penguins huddle together in the antarctic winter.")
+    (folder / "b.txt").write_text("Volcanoes erupt molten rock and ash.")
+
+    rerun = services.reindex(as_owner, Collection.objects.get())
+
+    rerun.refresh_from_db()
+    assert (rerun.indexed, rerun.skipped) == (2, 0)
+    texts = dict(Chunk.objects.values_list("document__path", "text"))
+    assert texts == {
+        "a.txt": "Penguins huddle together in the antarctic winter.",
+        "b.txt": "Volcanoes erupt molten rock and ash.",
+    }
+
+
+def test_removing_a_source_indexes_the_duplicates_another_source_kept_of_it(
+    as_owner, tmp_path
+):
+    """A nested source: every file of the inner one duplicates the outer one."""
+    outer = write_files(
+        tmp_path / "outer",
+        {"top.txt": "Only in the outer folder.", "inner/kept.txt": "Kestrels hover."},
+    )
+    index(as_owner, outer)
+    collection = Collection.objects.get()
+    services.add_source(as_owner, collection, str(outer / "inner"))
+    assert Document.objects.get(path="kept.txt").status == Document.Status.SKIPPED
+
+    outer_source = services.find_source(collection, str(outer))
+    removal = services.remove_source(as_owner, collection, outer_source)
+
+    removal.refresh_from_db()
+    assert removal.status == Operation.Status.COMPLETED, removal.error
+    kept = Document.objects.get()
+    assert (kept.path, kept.status) == ("kept.txt", Document.Status.INDEXED)
+    assert list(Chunk.objects.values_list("text", flat=True)) == ["Kestrels hover."]
+    collection.refresh_from_db()
+    assert collection.document_count == 1

@@ -1,6 +1,10 @@
 """Crashes: killed workers, stale heartbeats, double deliveries and timeouts."""
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,7 +23,7 @@ from collections_app.services import Request
 from operations import lifecycle
 from operations.models import Operation, OperationEvent
 from operations.tasks import run_operation
-from tests.conftest import wait_for, write_files
+from tests.conftest import BASE_DIR, child_env, wait_for, write_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -272,6 +276,49 @@ def test_a_killed_workers_operation_fails_at_restart_and_a_rerun_duplicates_noth
 
 
 @pytest.mark.slow
+def test_a_worker_stopped_like_a_process_manager_does_ends_its_operation_and_exits(
+    start_cluster, as_owner, tmp_path
+):
+    """honcho (Ctrl-C in `make run`) sends SIGTERM to the worker's whole group."""
+    files = 400
+    folder = write_files(tmp_path / "many", many_files(files))
+    cluster = start_cluster("startworker")
+    operation = services.create_collection(as_owner, name="Many", source=str(folder))
+
+    def mid_way() -> bool:
+        operation.refresh_from_db()
+        assert operation.status not in Operation.TERMINAL, "ended before the stop"
+        return operation.status == Operation.Status.PROCESSING and operation.done > 0
+
+    wait_for(mid_way, timeout=300, interval=0.05)
+    os.killpg(cluster.process.pid, signal.SIGTERM)
+
+    # A bound for a hang, not a speed target: the old cluster never exited.
+    assert cluster.process.wait(timeout=60) == 0, cluster.output()
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.FAILED, cluster.output()
+    assert "worker was stopped" in operation.error
+    assert failed_entries(operation) == 1 and terminal_events(operation) == ["failed"]
+    assert "Traceback" not in cluster.output()
+    assert not group_alive(cluster.process.pid)
+
+    collection = wait_for(settled, timeout=30)
+    restarted = start_cluster("startworker")
+    rerun = services.reindex(as_owner, collection)
+    wait_for(ended(rerun), timeout=600)
+    assert rerun.status == Operation.Status.COMPLETED, restarted.output()
+    assert_no_duplicates(collection, files)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
 def test_an_operation_past_its_timeout_ends_failed_once_and_the_next_one_still_runs(
     start_cluster, as_owner, tmp_path
 ):
@@ -298,3 +345,65 @@ def test_an_operation_past_its_timeout_ends_failed_once_and_the_next_one_still_r
     assert trivial.status == Operation.Status.COMPLETED, cluster.output()
     statuses = wait_for(settled_statuses, timeout=30)
     assert statuses == {"Slow": "error", "Quick": "ready"}
+
+
+def test_an_operation_the_broker_refused_stays_pending_and_the_sweeper_queues_it(
+    as_owner, tmp_path
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "notes on the gannet colony"})
+    nothing_listens = "redis://127.0.0.1:1/0"
+
+    created = subprocess.run(
+        [sys.executable, "manage.py", "collections", "create", "Birds"]
+        + ["--source", str(folder), "--owner", as_owner.user.username, "--json"],
+        cwd=BASE_DIR,
+        env=child_env(REDIS_URL=nothing_listens),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert created.returncode == 0, created.stderr
+    assert "Traceback" not in created.stderr
+    operation = Operation.objects.get(collection__name="Birds")
+    refusals = [line for line in created.stderr.splitlines() if " ERROR " in line]
+    assert len(refusals) == 1 and str(operation.id) in refusals[0]
+    assert (operation.status, operation.task_id) == (Operation.Status.PENDING, "")
+
+    assert lifecycle.requeue_unqueued() == 0  # too young: may still be queueing
+    later = timezone.now() + timedelta(minutes=1)
+    assert lifecycle.requeue_unqueued(now=later) == 1
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.COMPLETED
+    assert Document.objects.filter(collection__name="Birds").count() == 1
+
+
+def test_a_handler_whose_operation_the_sweeper_failed_stops_and_adds_no_event(
+    as_owner, tmp_path, no_queue, monkeypatch
+):
+    """A worker paused past the stale bound (a held lock, a stopped VM) resumes."""
+    folder = write_files(tmp_path / "docs", many_files(6))
+    operation = services.create_collection(as_owner, name="Birds", source=str(folder))
+    files_begun = itertools.count(1)
+
+    def swept_as_stale_at_the_third_file(progress: lifecycle.Progress) -> bool:
+        if next(files_begun) == 3:
+            later = timezone.now() + timedelta(hours=1)
+            assert lifecycle.sweep_stale(now=later) == 1
+        return False
+
+    monkeypatch.setattr(
+        lifecycle.Progress, "cancel_requested", swept_as_stale_at_the_third_file
+    )
+
+    assert run_operation(str(operation.id)) == Operation.Status.FAILED
+
+    operation.refresh_from_db()
+    kinds = list(operation.events.order_by("seq").values_list("kind", flat=True))
+    assert kinds[-1] == "failed" and kinds.count("failed") == 1
+    assert "stopped reporting progress" in operation.error
+    assert failed_entries(operation) == 1
+    assert not AuditLog.objects.filter(
+        action=AuditLog.Action.OPERATION_COMPLETED, operation_uuid=operation.id
+    ).exists()

@@ -250,3 +250,19 @@ def test_a_source_root_gone_when_the_operation_runs_fails_it_and_deletes_nothing
     collection.refresh_from_db()
     assert collection.status == Collection.Status.ERROR
     assert not Chunk.objects.filter(text__contains="vault").exists()
+
+
+@pytest.mark.django_db
+def test_a_path_outside_the_roots_gets_one_answer_whether_or_not_it_exists(
+    as_owner, roots, outside, tmp_path
+):
+    sealed = tmp_path / "sealed"
+    sealed.mkdir(mode=0)
+    answers = set()
+    for path in [outside, tmp_path / "nowhere", sealed / "inner", Path("/proc/1/root")]:
+        with pytest.raises(ServiceError) as refused:
+            services.create_collection(as_owner, name="Probe", source=str(path))
+        answers.add(refused.value.message.replace(str(path), "PATH"))
+    sealed.chmod(0o700)
+
+    assert len(answers) == 1 and REFUSAL in answers.pop()

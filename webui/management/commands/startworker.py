@@ -1,20 +1,88 @@
-"""Start the task queue's cluster after failing operations orphaned by a crash."""
+"""Run the task queue's cluster under supervision, as the Procfile's worker.
 
+1. Fail operations orphaned by a crash, and queue those whose enqueue failed.
+2. Start `manage.py qcluster` as a child in a process group of its own.
+   Process managers such as honcho stop a process by signalling its whole
+   group; Django-Q2's sentinel and workers die at once on such a SIGTERM and
+   leave the cluster's parent waiting for them forever. Here only this
+   process gets that signal.
+3. On SIGINT or SIGTERM: create the stop file, which a running operation
+   checks between files (it then ends as failed, saying the worker was
+   stopped), and send SIGTERM to the cluster's parent alone, which stops its
+   processes in order.
+4. Exit with the cluster's exit status.
+"""
+
+import ctypes
 import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
-from django.core.management import call_command
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connections
 
-from operations.lifecycle import sweep_stale
+from operations import shutdown
+from operations.lifecycle import requeue_unqueued, sweep_stale
 
 logger = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
+
 
 class Command(BaseCommand):
-    help = "Sweep stale operations, then run `qcluster`."
+    help = "Sweep stale operations, then run `qcluster` until asked to stop."
 
     def handle(self, *args, **options) -> None:
         swept = sweep_stale()
         if swept:
             logger.info("Marked %d stale operation(s) as failed before starting", swept)
-        call_command("qcluster")
+        requeue_unqueued()
+        connections.close_all()
+
+        stop_file = Path(settings.DATA_DIR) / f"worker-{os.getpid()}.stop"
+        stop_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env[shutdown.STOP_FILE_VARIABLE] = str(stop_file)
+        env[shutdown.SUPERVISOR_VARIABLE] = str(os.getpid())
+        cluster = subprocess.Popen(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"],
+            env=env,
+            process_group=0,
+            preexec_fn=_dies_with_parent(),
+        )
+
+        def stop(signum: int, frame) -> None:
+            stop_file.touch()
+            if cluster.poll() is None:
+                cluster.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            code = cluster.wait()
+        finally:
+            stop_file.unlink(missing_ok=True)
+        if code not in (0, -signal.SIGTERM):
+            sys.exit(code if code > 0 else 128 - code)
+
+
+def _dies_with_parent():
+    """A pre-exec step that ends the child if this process is killed outright.
+
+    Linux only; elsewhere a killed supervisor leaves the cluster to finish its
+    current operation, which then stops at the next file (operations.shutdown).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return set_parent_death_signal
