@@ -7,9 +7,14 @@ the benchmark passes (its own DATA_DIR and DATABASE_URL), then:
    and one pending operation per writer; the ids go to OUT as JSON.
 2. `write OPERATION_ID SECONDS INTERVAL AUDIT_EVERY`: print READY, wait for a
    start time on stdin, claim the operation (`lifecycle.claim`), write progress
-   with `lifecycle.Progress.update(force=True)` every INTERVAL seconds plus an
-   audit entry (`audit.services.record_guarded`) every AUDIT_EVERY progress
-   writes, end with `lifecycle.finish`, and print one RESULT line of JSON.
+   with `lifecycle.Progress.update(force=True)` about every INTERVAL seconds
+   plus an audit entry (`audit.services.record_guarded`) every AUDIT_EVERY
+   progress writes, end with `lifecycle.finish`, and print one RESULT line of
+   JSON. Each of these is one transaction that reads the operation's row
+   first and then writes (`read_then_write`), as naive code does. A progress
+   write or audit entry counts only once its row is committed (`on_commit`),
+   because `Progress.update` and `record_guarded` log and swallow database
+   errors; one that left no row is an error, named by what was swallowed.
 3. `serve PORT PRAGMAS_OUT`: run daphne on webui.asgi in this process, after
    writing the PRAGMAs of a live connection to PRAGMAS_OUT.
 4. `summary`: print what the database holds per operation, once all is quiet.
@@ -23,6 +28,7 @@ Quarry's start-up check switched off because it would refuse exactly that.
 import json
 import logging
 import os
+import random
 import sys
 import time
 import traceback
@@ -127,6 +133,70 @@ class Tally:
         self.counts["locked" if "database is locked" in key else "other"] += 1
         self.errors[key] += 1
 
+    def committed(self, kind: str) -> None:
+        self.counts[kind] += 1
+
+
+def count_commits(tally: Tally) -> None:
+    """Count each progress event and periodic audit entry once it is committed.
+
+    `on_commit` inside a savepoint is dropped when the savepoint rolls back, so
+    a row that never reached the database is never counted.
+    """
+    from django.db import transaction
+    from django.db.models.signals import post_save
+
+    from audit.models import AuditLog
+    from operations.models import OperationEvent
+
+    def on_event(sender, instance, created: bool, **kwargs) -> None:
+        if created and instance.kind == "progress":
+            transaction.on_commit(lambda: tally.committed("progress"))
+
+    def on_entry(sender, instance, created: bool, **kwargs) -> None:
+        if created and instance.action == PERIODIC_AUDIT_ACTION:
+            transaction.on_commit(lambda: tally.committed("audit"))
+
+    post_save.connect(on_event, sender=OperationEvent, weak=False)
+    post_save.connect(on_entry, sender=AuditLog, weak=False)
+
+
+def watched_progress(operation):
+    """A `Progress` that keeps the error its `update` logs and swallows."""
+    from operations import lifecycle
+
+    class WatchedProgress(lifecycle.Progress):
+        swallowed: BaseException | None = None
+
+        def flush(self) -> None:
+            try:
+                super().flush()
+            except Exception as exc:
+                self.swallowed = exc
+                raise
+
+    return WatchedProgress(operation)
+
+
+def read_then_write(operation_id: str, write):
+    """Read the operation's row, then return `write()`, in one transaction."""
+    from django.db import transaction
+
+    from operations.models import Operation
+
+    with transaction.atomic():
+        Operation.objects.filter(id=operation_id).values_list(
+            "status", "cancel_requested"
+        ).get()
+        return write()
+
+
+def settle(tally: Tally, kind: str, before: int, causes: list[str]) -> None:
+    """Count a failure of `kind` unless a row of it was committed since `before`."""
+    if tally.counts[kind] == before:
+        cause = causes[0] if causes else f"no {kind} row committed and no error seen"
+        tally.failed(f"{kind}: {cause}")
+
 
 def prepare(out: Path, workers: int) -> None:
     setup()
@@ -166,7 +236,9 @@ def claim(operation_id: str, deadline: float, tally: Tally):
 
     while time.time() < deadline:
         try:
-            operation = lifecycle.claim(operation_id)
+            operation = read_then_write(
+                operation_id, lambda: lifecycle.claim(operation_id)
+            )
         except Exception as exc:  # noqa: BLE001 - counted, then tried again
             tally.failed("claim: " + error_key(exc))
             time.sleep(0.1)
@@ -179,12 +251,12 @@ def claim(operation_id: str, deadline: float, tally: Tally):
 
 def write(operation_id: str, seconds: float, interval: float, audit_every: int) -> None:
     setup()
-    from audit.services import record_guarded
     from operations import lifecycle
 
     lost = LostAuditEntries()
     logging.getLogger("audit.services").addHandler(lost)
     tally = Tally()
+    count_commits(tally)
     emit("READY", live_pragmas())
     start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))
@@ -193,42 +265,26 @@ def write(operation_id: str, seconds: float, interval: float, audit_every: int) 
     operation = claim(operation_id, deadline, tally)
     writes_ended_at = time.time()
     if operation is not None:
-        progress = lifecycle.Progress(operation)
+        progress = watched_progress(operation)
         total = max(1, int(seconds / interval))
-        beat = time.time()
+        # Workers are not in step: each starts at its own moment and drifts.
+        beat = time.time() + random.uniform(0, interval)
+        time.sleep(max(0.0, beat - time.time()))
         done = 0
         while time.time() < deadline:
             done += 1
-            began = time.perf_counter()
-            try:
-                progress.update(force=True, step="embedding", total=total, done=done)
-            except Exception as exc:  # noqa: BLE001 - the count is the point
-                tally.failed("progress: " + error_key(exc))
-            else:
-                tally.counts["progress"] += 1
-            tally.write_seconds.append(time.perf_counter() - began)
+            write_progress(operation_id, progress, tally, total=total, done=done)
             if done % audit_every == 0:
-                before = len(lost.errors)
-                began = time.perf_counter()
-                entry = record_guarded(
-                    PERIODIC_AUDIT_ACTION,
-                    operation=operation,
-                    collection=operation.collection,
-                    details={"benchmark": "db_contention", "done": done},
-                )
-                tally.write_seconds.append(time.perf_counter() - began)
-                if entry is not None:
-                    tally.counts["audit"] += 1
-                else:
-                    for key in lost.errors[before:] or ["record_guarded returned None"]:
-                        tally.failed("audit: " + key)
-            # A fixed cadence, so a slow write is not followed by a fast one.
-            beat += interval
+                write_audit(operation, done, tally, lost)
+            # The cadence is kept, so a slow write is not followed by a fast one.
+            beat += interval * random.uniform(0.5, 1.5)
             time.sleep(max(0.0, beat - time.time()))
         writes_ended_at = time.time()
         for _ in range(FINISH_ATTEMPTS):
             try:
-                lifecycle.finish(operation, "completed")
+                read_then_write(
+                    operation_id, lambda: lifecycle.finish(operation, "completed")
+                )
             except Exception as exc:  # noqa: BLE001 - counted, then tried again
                 tally.failed("finish: " + error_key(exc))
                 time.sleep(0.5)
@@ -245,6 +301,48 @@ def write(operation_id: str, seconds: float, interval: float, audit_every: int) 
             "writes_ended_at": writes_ended_at,
         },
     )
+
+
+def write_progress(operation_id: str, progress, tally: Tally, **fields) -> None:
+    before = tally.counts["progress"]
+    progress.swallowed = None
+    raised = None
+    began = time.perf_counter()
+    try:
+        read_then_write(
+            operation_id,
+            lambda: progress.update(force=True, step="embedding", **fields),
+        )
+    except Exception as exc:  # noqa: BLE001 - the count is the point
+        raised = exc
+    tally.write_seconds.append(time.perf_counter() - began)
+    causes = [error_key(raised)] if raised else []
+    if progress.swallowed is not None:
+        causes.insert(0, error_key(progress.swallowed) + " (swallowed by update)")
+    settle(tally, "progress", before, causes)
+
+
+def write_audit(operation, done: int, tally: Tally, lost: LostAuditEntries) -> None:
+    from audit.services import record_guarded
+
+    before, logged = tally.counts["audit"], len(lost.errors)
+    raised = None
+    began = time.perf_counter()
+    try:
+        read_then_write(
+            str(operation.id),
+            lambda: record_guarded(
+                PERIODIC_AUDIT_ACTION,
+                operation=operation,
+                collection=operation.collection,
+                details={"benchmark": "db_contention", "done": done},
+            ),
+        )
+    except Exception as exc:  # noqa: BLE001 - the count is the point
+        raised = exc
+    tally.write_seconds.append(time.perf_counter() - began)
+    causes = lost.errors[logged:] + ([error_key(raised)] if raised else [])
+    settle(tally, "audit", before, causes)
 
 
 def serve(port: int, pragmas_out: Path) -> None:
