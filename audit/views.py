@@ -3,7 +3,6 @@
 import uuid
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -24,7 +23,9 @@ def _page(request: HttpRequest, entries: QuerySet) -> Page:
 @login_required
 def entry_list(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
-        raise PermissionDenied("The audit trail of all collections is for staff.")
+        # Rendered, not raised: an expected refusal needs no traceback in the log.
+        message = "The audit trail of all collections is for staff."
+        return render(request, "403.html", {"message": message}, status=403)
     form = AuditFilterForm(request.GET)
     entries = form.filter(AuditLog.objects.all())
     context = {"form": form, "entries": _page(request, entries)}

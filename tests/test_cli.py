@@ -198,6 +198,14 @@ def test_search_numbers_results_with_document_collection_and_score(owner, tmp_pa
     assert passage == "   A reflector uses mirrors to gather starlight."
 
 
+@pytest.mark.parametrize("query", ["", "   ", "\x00\t"])
+def test_search_without_words_is_bad_usage(owner, notes, query):
+    outcome = olivia("search", query)
+
+    assert outcome.code == 2
+    assert outcome.err == "Enter a query: words or a question to look for.\n"
+
+
 def test_search_in_an_unknown_collection_exits_1(owner, notes):
     outcome = olivia("search", "tomatoes", "--collection", "nope")
 

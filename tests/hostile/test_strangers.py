@@ -3,6 +3,8 @@
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -24,7 +26,7 @@ from collections_app.models import Collection, Source
 from collections_app.services import Request
 from operations import lifecycle
 from operations.models import Operation
-from tests.conftest import write_files
+from tests.conftest import BASE_DIR, child_env, write_files
 from webui.asgi import application
 
 pytestmark = pytest.mark.django_db
@@ -437,3 +439,35 @@ def test_audit_details_under_secret_keys_are_redacted(owner):
         assert secret not in stored
     assert entry.details["password"] == "[redacted]"
     assert entry.details["source"] == "/srv/docs"
+
+
+def test_a_forged_host_header_is_refused_with_one_log_line_and_no_traceback():
+    probe = (
+        "from django.test import Client\n"
+        "print(Client().get('/login/', HTTP_HOST='evil.example').status_code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", probe],
+        cwd=BASE_DIR,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.stdout.split()[-1] == "400"
+    lines = [line for line in result.stderr.splitlines() if "evil.example" in line]
+    assert len(lines) == 1 and " WARNING django.security.DisallowedHost" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_global_audit_trail_refuses_a_non_staff_user_without_a_traceback(
+    client, owner, caplog
+):
+    client.force_login(owner)
+
+    response = client.get(reverse("audit:list"))
+
+    assert response.status_code == 403
+    assert b"for staff" in response.content
+    assert not [record for record in caplog.records if record.exc_info]

@@ -4,13 +4,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import CommandParser
 
 from collections_app.cli import (
+    Exit,
     QuarryCommand,
     add_json_option,
     add_owner_option,
     find_collection,
     positive_int,
 )
-from collections_app.search import Result, search
+from collections_app.search import Result, clean_query, search
 
 PASSAGE_CHARS = 240
 
@@ -35,6 +36,8 @@ class Command(QuarryCommand):
         parser.set_defaults(handler=self.search)
 
     def search(self, owner: AbstractBaseUser, options: dict) -> int:
+        if not clean_query(options["query"]).strip():
+            raise Exit(2, "Enter a query: words or a question to look for.")
         collection = None
         if options["collection"] is not None:
             collection = find_collection(owner, options["collection"])

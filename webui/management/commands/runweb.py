@@ -17,7 +17,7 @@ class Command(BaseCommand):
         connection.ensure_connection()
         connection.close()
         self.stdout.write(
-            f"Quarry web on http://{settings.WEB_HOST}:{settings.WEB_PORT}/",
+            f"Starting Quarry web on http://{settings.WEB_HOST}:{settings.WEB_PORT}/",
             ending="\n",
         )
         self.stdout.flush()
