@@ -3,6 +3,8 @@
 from django import forms
 from django.conf import settings
 
+from collections_app.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
 
 class CollectionCreateForm(forms.Form):
     name = forms.CharField(max_length=200)
@@ -14,9 +16,14 @@ class CollectionCreateForm(forms.Form):
         strip=False,
         help_text="An absolute path to a folder inside the document roots.",
     )
-    chunk_size = forms.IntegerField(min_value=1, help_text="Characters per chunk.")
+    # The range is the services' to judge; the attributes only guide browsers.
+    chunk_size = forms.IntegerField(
+        help_text=f"Characters per chunk, {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}.",
+        widget=forms.NumberInput(attrs={"min": MIN_CHUNK_SIZE, "max": MAX_CHUNK_SIZE}),
+    )
     chunk_overlap = forms.IntegerField(
-        min_value=0, help_text="Characters shared by neighbouring chunks."
+        help_text="Characters shared by neighbouring chunks, less than half a chunk.",
+        widget=forms.NumberInput(attrs={"min": 0}),
     )
 
     def __init__(self, *args, **kwargs) -> None:

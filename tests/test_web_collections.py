@@ -194,6 +194,22 @@ def test_it_rejects_a_missing_folder(client, owner, tmp_path):
     assert f"The folder {missing} does not exist." in errors_of(response, "source")
 
 
+@pytest.mark.parametrize("size", ["0", "-5", "99", "8001"])
+def test_every_chunk_size_out_of_range_gets_the_same_message(
+    client, owner, docs, size
+):
+    client.force_login(owner)
+
+    response = client.post(
+        reverse("collections:create"), form_data(source=str(docs), chunk_size=size)
+    )
+
+    assert errors_of(response, "chunk_size") == (
+        "Chunk size must be between 100 and 8000 characters."
+    )
+    assert not Collection.objects.exists()
+
+
 def test_it_rejects_an_overlap_of_half_the_chunk_size(client, owner, docs):
     client.force_login(owner)
 
