@@ -78,21 +78,22 @@ def search(
 ) -> list[Result]:
     started = time.perf_counter()
     query = clean_query(query)
-    if not query:
+    if not query.strip():
         return []
     collections = (
         [collection] if collection is not None else list(visible_collections(user))
     )
-    if not collections:
-        return []
-    ids = [c.id for c in collections]
-    dense = dense_ranking(query, ids)
-    keyword = keyword_ranking(query, ids)
-    fused = fuse([dense, keyword])[:limit]
-    results = _load_results(fused, query)
+    results = _ranked(query, [c.id for c in collections], limit) if collections else []
+    # Counted whenever a query was answered, even by "nothing to search".
     metrics.SEARCH_REQUESTS.labels(via).inc()
     metrics.SEARCH_LATENCY.observe(time.perf_counter() - started)
     return results
+
+
+def _ranked(query: str, ids: list[int], limit: int) -> list[Result]:
+    dense = dense_ranking(query, ids)
+    keyword = keyword_ranking(query, ids)
+    return _load_results(fuse([dense, keyword])[:limit], query)
 
 
 def fuse(rankings: list[list[int]]) -> list[tuple[int, float]]:

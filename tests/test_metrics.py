@@ -305,6 +305,41 @@ def test_live_gauges_of_an_exited_process_leave_the_scrape_then_the_disk(
     assert not probe_file.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_exited_commands_counts_stay_in_the_scrape_and_their_files_are_folded(
+    owner, monkeypatch
+):
+    monkeypatch.setattr(web_metrics, "FORGET_AFTER_SECONDS", 0)
+    before = value(scrape(), "quarry_search_requests_total", via="cli")
+    commands = [
+        subprocess.run(
+            [sys.executable, "manage.py", "search", f"terns {i}"]
+            + ["--owner", owner.username, "--json"],
+            cwd=BASE_DIR,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for i in range(4)
+    ]
+    assert [c.returncode for c in commands] == [0] * 4, commands[0].stderr
+    pids_of_exited = {
+        path.name.rsplit("_", 1)[1][:-3]
+        for path in multiprocess_dir().glob("counter_*.db")
+    } - {"0", str(os.getpid())}
+    assert pids_of_exited
+
+    first = scrape()
+    second = scrape()
+
+    assert value(first, "quarry_search_requests_total", via="cli") == before + 4
+    assert value(second, "quarry_search_requests_total", via="cli") == before + 4
+    left = {path.name for path in multiprocess_dir().glob("*.db")}
+    assert not {name for name in left for pid in pids_of_exited if f"_{pid}." in name}
+    assert "counter_0.db" in left
+
+
 def test_a_metric_file_older_than_the_process_holding_its_id_has_no_live_writer(
     tmp_path,
 ):

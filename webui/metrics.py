@@ -12,6 +12,7 @@ or one container), since the files are named by process id.
 """
 
 import contextlib
+import fcntl
 import hmac
 import ipaddress
 import logging
@@ -32,6 +33,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
 
 from operations.models import Operation
 
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 _METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db$")
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 FORGET_AFTER_SECONDS = 10.0
+# The process id in the names of the files that hold exited processes' counts;
+# no process has it.
+FOLDED_PID = 0
 # Refused addresses are logged once each; the bound keeps a scan from growing it.
 _REFUSALS_REMEMBERED = 256
 _refused: set[tuple[str, str]] = set()
@@ -128,15 +133,79 @@ class HostCollector:
         self.directory = directory
 
     def collect(self) -> Iterable[Metric]:
-        files, exited = [], set()
-        for path in self.directory.glob("*.db"):
-            match = _LIVE_GAUGE_FILE.match(path.name)
-            if match and not writer_alive(int(match.group(1)), path):
-                exited.add(int(match.group(1)))
-            else:
-                files.append(str(path))
-        forget_exited(self.directory, exited)
-        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+        with _directory_lock(self.directory) as exclusive:
+            if exclusive:
+                fold_exited_counts(self.directory)
+            files, exited = [], set()
+            for path in self.directory.glob("*.db"):
+                match = _LIVE_GAUGE_FILE.match(path.name)
+                if match and not writer_alive(int(match.group(1)), path):
+                    exited.add(int(match.group(1)))
+                else:
+                    files.append(str(path))
+            forget_exited(self.directory, exited)
+            return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[bool]:
+    """Held while files are read; True when this scrape may also fold files.
+
+    Folding moves counts between files, so a reader must never see a file
+    both before and after (a counter would seem to jump, then fall back).
+    """
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            exclusive = True
+        except BlockingIOError:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            exclusive = False
+        try:
+            yield exclusive
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fold_exited_counts(directory: Path) -> int:
+    """Add the counters and histograms of exited processes into one file each.
+
+    Every command run (`collections list`, a search) leaves a file named by
+    its process id; without this the folder, and the time a scrape takes,
+    would grow with every command until the next `make run`. Call with the
+    directory lock held exclusively. Returns how many files were folded.
+    """
+    folded = 0
+    for kind in ("counter", "histogram"):
+        exited = [
+            path
+            for path in directory.glob(f"{kind}_*.db")
+            if (match := _METRIC_FILE.match(path.name))
+            and int(match.group(1)) not in (FOLDED_PID, os.getpid())
+            and not writer_alive(int(match.group(1)), path)
+        ]
+        if not exited:
+            continue
+        target = directory / f"{kind}_{FOLDED_PID}.db"
+        scratch = directory / f".{kind}_{FOLDED_PID}.db.new"
+        scratch.unlink(missing_ok=True)
+        totals: dict[str, float] = {}
+        for path in [target, *exited] if target.exists() else exited:
+            for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+                totals[key] = totals.get(key, 0.0) + value
+        merged = MmapedDict(str(scratch))
+        for key, value in totals.items():
+            merged.write_value(key, value, 0.0)
+        merged.close()
+        # Replaced first: were this interrupted now, the exited files would be
+        # counted twice until the next fold; never lost.
+        os.replace(scratch, target)
+        for path in exited:
+            path.unlink(missing_ok=True)
+        folded += len(exited)
+    if folded:
+        logger.debug("Folded the metric files of %d exited processes", folded)
+    return folded
 
 
 def forget_exited(directory: Path, exited: set[int]) -> None:
