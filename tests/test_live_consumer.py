@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+import time
 
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections, transaction
 from django.test import Client, override_settings
@@ -20,6 +22,47 @@ from webui.asgi import application
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+def stop_publisher() -> None:
+    """End this process's publisher thread, if any, and close its event loop.
+
+    Closing the loop also closes the Redis connections each channel layer
+    opened on it (channels-redis hooks `loop.close`).
+    """
+    with relay._Publisher._lock:
+        publisher, relay._Publisher._current = relay._Publisher._current, None
+    if publisher is None or publisher.loop.is_closed():
+        return
+    publisher.loop.call_soon_threadsafe(publisher.loop.stop)
+    deadline = time.monotonic() + 5
+    while publisher.loop.is_running():
+        if time.monotonic() > deadline:
+            return  # a daemon thread; leave it rather than hang the run
+        time.sleep(0.01)
+    publisher.loop.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_live_state(monkeypatch):
+    """Each test gets its own channel layer, publisher thread and poller.
+
+    pytest-asyncio gives every test a new event loop, but `get_channel_layer()`
+    caches one layer per process, and channels-redis keeps asyncio locks in it
+    that bind to the loop that first waits on them. Its per-channel receive
+    lock is never dropped when a receive is cancelled while waiting on it (a
+    socket closing mid-stream), so a later test that contends for it fails
+    with "Lock ... is bound to a different event loop". The publisher thread
+    goes with the layer, so the connections it opened for it are closed, and
+    the poller, whose task belongs to one test's loop. Redis is not flushed:
+    that would delete other test runs' keys on a shared server.
+    """
+    channel_layers.backends = {}
+    stop_publisher()
+    monkeypatch.setattr(relay, "poller", relay.Poller())
+    yield
+    channel_layers.backends = {}
+    stop_publisher()
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -165,6 +208,7 @@ async def test_it_refuses_and_logs_a_foreign_origin(owner, caplog):
     refusals = [r for r in caplog.records if "https://evil.example" in r.getMessage()]
     assert len(refusals) == 1
     assert "not in ALLOWED_HOSTS" in refusals[0].getMessage()
+    await communicator.disconnect()
 
 
 async def test_it_refuses_and_logs_a_missing_origin(owner, caplog):
@@ -178,6 +222,7 @@ async def test_it_refuses_and_logs_a_missing_origin(owner, caplog):
 
     assert not connected
     assert len([r for r in caplog.records if "no Origin header" in r.getMessage()]) == 1
+    await communicator.disconnect()
 
 
 async def test_it_refuses_and_logs_a_socket_to_an_unknown_path(owner, caplog):
@@ -189,6 +234,7 @@ async def test_it_refuses_and_logs_a_socket_to_an_unknown_path(owner, caplog):
 
     assert not connected
     assert [r for r in caplog.records if "no socket at /ws/nothing/" in r.getMessage()]
+    await communicator.disconnect()
 
 
 async def test_it_accepts_the_sites_own_origin_behind_a_proxy_port(owner):

@@ -21,6 +21,7 @@ from collections_app.models import Collection
 from operations import lifecycle, relay
 from operations.models import Operation
 from tests.conftest import BASE_DIR, child_env, write_files
+from tests.test_live_consumer import fresh_live_state  # noqa: F401 - autouse
 from webui.asgi import application
 
 TRANSACTIONS = pytest.mark.django_db(transaction=True)
