@@ -71,6 +71,7 @@ _INLINE_SPACE = re.compile(r"\s+")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 _HTML_DROPPED = frozenset({"script", "style", "nav", "noscript", "template"})
+_HTML_DROPPED_ROLES = frozenset({"navigation", "search"})
 _HTML_BLOCKS = frozenset(
     {
         "address", "article", "aside", "blockquote", "caption", "dd", "details",
@@ -271,7 +272,7 @@ def _walk_html(root: Tag) -> Iterator[str | object]:
             if tag.name in _HTML_BLOCKS:
                 yield _PARAGRAPH_BREAK
         elif isinstance(child, Tag):
-            if child.name not in _HTML_DROPPED:
+            if not _dropped(child):
                 yield from _html_opening(child)
                 if child.name == "pre":
                     inside_pre += 1
@@ -281,6 +282,13 @@ def _walk_html(root: Tag) -> Iterator[str | object]:
         ):
             # Line breaks inside <pre> are content; elsewhere they are layout.
             yield str(child) if inside_pre else _INLINE_SPACE.sub(" ", child)
+
+
+def _dropped(tag: Tag) -> bool:
+    """Scripts, and the menus every page of a site repeats (Sphinx marks its
+    related-pages bar and sidebar with role="navigation"), which would make
+    every page match every query about the site."""
+    return tag.name in _HTML_DROPPED or tag.get("role") in _HTML_DROPPED_ROLES
 
 
 def _html_opening(tag: Tag) -> Iterator[str | object]:

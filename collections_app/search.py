@@ -93,7 +93,30 @@ def search(
 def _ranked(query: str, ids: list[int], limit: int) -> list[Result]:
     dense = dense_ranking(query, ids)
     keyword = keyword_ranking(query, ids)
-    return _load_results(fuse([dense, keyword])[:limit], query)
+    return _load_results(best_per_document(fuse([dense, keyword]), limit), query)
+
+
+def best_per_document(
+    fused: list[tuple[int, float]], limit: int
+) -> list[tuple[int, float]]:
+    """The best passage of each document, best first: a page that matches in
+    many places fills one result, not five, and the next pages get a turn."""
+    document_of = dict(
+        Chunk.objects.filter(id__in=[i for i, _ in fused]).values_list(
+            "id", "document_id"
+        )
+    )
+    seen: set[int] = set()
+    best = []
+    for chunk_id, score in fused:
+        document = document_of.get(chunk_id)
+        if document is None or document in seen:
+            continue
+        seen.add(document)
+        best.append((chunk_id, score))
+        if len(best) == limit:
+            break
+    return best
 
 
 def fuse(rankings: list[list[int]]) -> list[tuple[int, float]]:

@@ -271,6 +271,19 @@ def test_it_drops_scripts_styles_navigation_and_comments_from_html(tmp_path):
         assert hidden not in text
 
 
+def test_it_drops_the_menus_a_site_marks_as_navigation(tmp_path):
+    page = (
+        '<html><body><div class="related" role="navigation"><a>index</a> '
+        '<a>modules</a> | <a>next</a></div><div class="body"><h1>Sorting</h1>'
+        '<p>Use a key function.</p></div><div role="search"><form>Quick search'
+        "</form></div></body></html>"
+    )
+
+    text = extract_text(write(tmp_path, "sorting.html", page), LIMIT)
+
+    assert text == "Sorting\n\nUse a key function."
+
+
 def test_it_honours_the_charset_an_html_page_declares(tmp_path):
     page = (
         '<html><head><meta charset="windows-1252"><title>Café</title></head>'

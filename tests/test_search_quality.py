@@ -110,3 +110,21 @@ def test_an_undecodable_file_name_is_indexed_under_a_visible_name(as_owner, tmp_
     operation.refresh_from_db()
     assert operation.status == "completed" and operation.indexed == 1
     assert Document.objects.get().path == "caf\\xe9.txt"
+
+
+def test_a_document_fills_one_result_with_its_best_passage(as_owner, owner, tmp_path):
+    long_page = "\n\n".join(
+        f"Section {i}. Herons stand still in shallow water and wait for fish."
+        for i in range(40)
+    )
+    folder = write_files(
+        tmp_path / "birds",
+        {"herons.txt": long_page, "egrets.txt": "Egrets, like herons, wade for fish."},
+    )
+    services.create_collection(
+        as_owner, name="Birds", source=str(folder), chunk_size=100, chunk_overlap=0
+    )
+
+    results = search.search(owner, "herons waiting for fish", limit=5)
+
+    assert [r.document for r in results] == ["herons.txt", "egrets.txt"]
