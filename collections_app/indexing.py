@@ -254,21 +254,19 @@ def _scan_entry(scan: Scan, entry: os.DirEntry, relpath: str, roots, subdirs) ->
 
 
 def _index_files(
-    collection: Collection, source: Source, scan: Scan, progress: Progress, force: bool
+    collection: Collection,
+    source: Source,
+    scan: Scan,
+    progress: Progress,
+    force: bool,
+    interruptible: bool = True,
 ) -> None:
     existing = {d.path: d for d in source.documents.all()}
     batch: list[Pending] = []
     claimed: dict[str, str] = {}  # digest -> path, for files waiting in the batch
     for candidate in scan.files:
-        if progress.cancel_requested():
-            _store_batch(collection, source, batch, progress)
-            raise Cancelled()
-        if progress.out_of_time():
-            _store_batch(collection, source, batch, progress)
-            raise OperationFailed(timed_out_message())
-        if progress.worker_stopping():
-            # Not stored: the files of this batch are read again by a rerun.
-            raise OperationFailed(shutdown.stopped_message())
+        if interruptible:
+            _stop_if_asked(collection, source, batch, progress)
         pending = _prepare(
             collection,
             source,
@@ -282,12 +280,27 @@ def _index_files(
             batch.append(pending)
             claimed[pending.digest] = candidate.relpath
         if sum(len(p.pieces) for p in batch) >= EMBED_BATCH_CHUNKS:
-            _store_batch(collection, source, batch, progress)
+            _store_batch(collection, source, batch, progress, interruptible)
             batch = []
             claimed.clear()
         progress.update(done=progress.operation.done + (pending is None))
-    _store_batch(collection, source, batch, progress)
+    _store_batch(collection, source, batch, progress, interruptible)
     progress.update(force=True)
+
+
+def _stop_if_asked(
+    collection: Collection, source: Source, batch: list[Pending], progress: Progress
+) -> None:
+    """Between files: end on a cancel, the time limit, or a stopping worker."""
+    if progress.cancel_requested():
+        _store_batch(collection, source, batch, progress)
+        raise Cancelled()
+    if progress.out_of_time():
+        _store_batch(collection, source, batch, progress)
+        raise OperationFailed(timed_out_message())
+    if progress.worker_stopping():
+        # Not stored: the files of this batch are read again by a rerun.
+        raise OperationFailed(shutdown.stopped_message())
 
 
 def _prepare(
@@ -426,7 +439,11 @@ def _indexed_twin(
 
 
 def _store_batch(
-    collection: Collection, source: Source, batch: list[Pending], progress: Progress
+    collection: Collection,
+    source: Source,
+    batch: list[Pending],
+    progress: Progress,
+    interruptible: bool = True,
 ) -> None:
     if not batch:
         return
@@ -435,7 +452,7 @@ def _store_batch(
     texts = [piece.text for pending in batch for piece in pending.pieces]
     try:
         vectors = get_embedder(collection.embedding_model).embed(
-            texts, should_stop=progress.worker_stopping
+            texts, should_stop=progress.worker_stopping if interruptible else None
         )
     except EmbeddingStopped:
         raise OperationFailed(shutdown.stopped_message()) from None
@@ -469,11 +486,17 @@ def _save_document(
     # An indexed document still listed with this hash no longer holds it (else
     # this file would be its duplicate): its hash is forgotten, so its own file
     # is indexed again when the scan reaches it.
-    Document.objects.filter(
+    stale = Document.objects.filter(
         collection=collection,
         content_hash=pending.digest,
         status=Document.Status.INDEXED,
-    ).exclude(source=source, path=pending.candidate.relpath).update(content_hash="")
+    ).exclude(source=source, path=pending.candidate.relpath)
+    for document_id in stale.values_list("id", flat=True):
+        # Unique per row (hashes are unique among indexed documents), and
+        # never equal to a real SHA-256 digest.
+        Document.objects.filter(id=document_id).update(
+            content_hash=f"stale:{document_id}"
+        )
     document, _ = Document.objects.update_or_create(
         source=source,
         path=pending.candidate.relpath,
@@ -608,7 +631,10 @@ def _index_orphaned_duplicates(operation: Operation, progress: Progress) -> None
             total=progress.operation.total + len(scan.files),
             found=progress.operation.found + len(scan.files),
         )
-        _index_files(collection, source, scan, progress, force=False)
+        # Its source is already gone: stopping here could not be run again.
+        _index_files(
+            collection, source, scan, progress, force=False, interruptible=False
+        )
 
 
 def delete_collection(operation: Operation, progress: Progress) -> None:

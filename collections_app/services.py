@@ -84,7 +84,8 @@ def resolve_source_path(raw: str) -> Path:
 
 def _written_inside(path: Path, roots: list[Path]) -> bool:
     """`path`, with `..` folded away, lies inside a root as configured or resolved."""
-    folded = Path(os.path.normpath(path))
+    # POSIX keeps a leading "//" apart from "/"; here both mean the root.
+    folded = Path("/" + os.path.normpath(path).lstrip("/"))
     written = [
         Path(os.path.normpath(Path(r).expanduser())) for r in settings.DOCUMENT_ROOTS
     ]
@@ -260,6 +261,7 @@ def add_source(request: Request, collection: Collection, source: str) -> Operati
             raise ServiceError(
                 f"{path} is already a source of this collection.", "source"
             )
+        _refuse_overlap(collection, path)
         added = Source.objects.create(collection=collection, path=str(path))
         record(
             AuditLog.Action.SOURCE_ADDED,
@@ -275,6 +277,24 @@ def add_source(request: Request, collection: Collection, source: str) -> Operati
             config={"source_id": added.id, "source": str(path)},
             remote_addr=request.remote_addr,
         )
+
+
+def _refuse_overlap(collection: Collection, path: Path) -> None:
+    """A folder inside a source, or holding one, would only add duplicates."""
+    for existing in collection.sources.all():
+        other = Path(existing.path)
+        if path.is_relative_to(other):
+            raise ServiceError(
+                f"{path} is inside {other}, already a source of this collection: "
+                "its files are indexed through that source.",
+                "source",
+            )
+        if other.is_relative_to(path):
+            raise ServiceError(
+                f"{path} holds {other}, already a source of this collection: remove "
+                "that source first, then add this folder.",
+                "source",
+            )
 
 
 def reindex(request: Request, collection: Collection) -> Operation:

@@ -248,14 +248,15 @@ def test_two_files_that_swapped_contents_both_stay_indexed(as_owner, tmp_path):
 def test_removing_a_source_indexes_the_duplicates_another_source_kept_of_it(
     as_owner, tmp_path
 ):
-    """A nested source: every file of the inner one duplicates the outer one."""
+    """A backup folder: its file duplicates one of the first source."""
     outer = write_files(
         tmp_path / "outer",
         {"top.txt": "Only in the outer folder.", "inner/kept.txt": "Kestrels hover."},
     )
+    backup = write_files(tmp_path / "backup", {"kept.txt": "Kestrels hover."})
     index(as_owner, outer)
     collection = Collection.objects.get()
-    services.add_source(as_owner, collection, str(outer / "inner"))
+    services.add_source(as_owner, collection, str(backup))
     assert Document.objects.get(path="kept.txt").status == Document.Status.SKIPPED
 
     outer_source = services.find_source(collection, str(outer))
@@ -268,3 +269,78 @@ def test_removing_a_source_indexes_the_duplicates_another_source_kept_of_it(
     assert list(Chunk.objects.values_list("text", flat=True)) == ["Kestrels hover."]
     collection.refresh_from_db()
     assert collection.document_count == 1
+
+
+def test_three_files_that_rotated_contents_all_stay_indexed(as_owner, tmp_path):
+    texts = ["Apples ripen in autumn.", "Bees pollinate clover.", "Cranes fly south."]
+    folder = write_files(
+        tmp_path / "rot", {f"{n}.txt": t for n, t in zip("abc", texts, strict=True)}
+    )
+    index(as_owner, folder)
+    for name, text in zip("abc", texts[1:] + texts[:1], strict=True):
+        (folder / f"{name}.txt").write_text(text)
+
+    rerun = services.reindex(as_owner, Collection.objects.get())
+
+    rerun.refresh_from_db()
+    assert rerun.status == Operation.Status.COMPLETED, rerun.error
+    assert dict(Chunk.objects.values_list("document__path", "text")) == {
+        "a.txt": texts[1],
+        "b.txt": texts[2],
+        "c.txt": texts[0],
+    }
+
+
+def test_adding_a_backup_of_files_edited_since_indexes_the_old_copies(
+    as_owner, tmp_path
+):
+    folder = write_files(tmp_path / "live", {"a.txt": "first draft", "b.txt": "plan"})
+    backup = write_files(tmp_path / "backup", {"a.txt": "first draft", "b.txt": "plan"})
+    index(as_owner, folder)
+    (folder / "a.txt").write_text("second draft")
+    (folder / "b.txt").write_text("revised plan")
+
+    added = services.add_source(as_owner, Collection.objects.get(), str(backup))
+
+    added.refresh_from_db()
+    assert added.status == Operation.Status.COMPLETED, added.error
+    assert added.indexed == 2
+
+
+def test_a_stopping_worker_still_finishes_the_duplicates_of_a_removed_source(
+    as_owner, tmp_path, monkeypatch
+):
+    """The source is gone by then: a stopped removal could not be run again."""
+    from collections_app import indexing
+    from operations import lifecycle
+
+    outer = write_files(tmp_path / "outer", {"inner/kept.txt": "Kestrels hover."})
+    backup = write_files(tmp_path / "backup", {"kept.txt": "Kestrels hover."})
+    index(as_owner, outer)
+    collection = Collection.objects.get()
+    services.add_source(as_owner, collection, str(backup))
+    monkeypatch.setattr(lifecycle, "enqueue", lambda operation_id: None)
+    removal = services.remove_source(
+        as_owner, collection, services.find_source(collection, str(outer))
+    )
+    running = lifecycle.claim(removal.id)
+    stop_file = tmp_path / "worker.stop"
+    stop_file.touch()
+    monkeypatch.setenv("QUARRY_STOP_FILE", str(stop_file))
+
+    assert indexing.run(running) == (Operation.Status.COMPLETED, "")
+    assert Document.objects.get().status == Document.Status.INDEXED
+
+
+@pytest.mark.parametrize("relation", ["inside", "around"])
+def test_a_folder_overlapping_a_source_is_refused(as_owner, tmp_path, relation):
+    outer = write_files(tmp_path / "outer", {"inner/note.txt": "Plovers nest."})
+    first, second = (outer, outer / "inner")
+    if relation == "around":
+        first, second = second, first
+    index(as_owner, first)
+
+    with pytest.raises(services.ServiceError, match="already a source"):
+        services.add_source(as_owner, Collection.objects.get(), str(second))
+
+    assert Collection.objects.get().sources.count() == 1
