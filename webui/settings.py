@@ -94,8 +94,9 @@ CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, [])
 DATA_DIR = Path(_setting("DATA_DIR", env.str, str(BASE_DIR / "data"))).expanduser()
 if not DATA_DIR.is_absolute():
     DATA_DIR = (BASE_DIR / DATA_DIR).resolve()
+# Relative roots mean the same folders to every process, whatever its cwd.
 DOCUMENT_ROOTS = [
-    Path(p).expanduser()
+    BASE_DIR / Path(p).expanduser()
     for p in _setting("DOCUMENT_ROOTS", env.list, [str(Path.home())])
 ]
 WEB_HOST = _setting("WEB_HOST", env.str, "127.0.0.1")
