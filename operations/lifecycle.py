@@ -228,11 +228,20 @@ class Progress:
         return time.monotonic() >= self.deadline
 
 
-def timed_out_message() -> str:
+def timed_out_message(type: str = Operation.Type.REINDEX) -> str:
     return (
         f"Timed out: the operation reached OPERATION_TIMEOUT "
-        f"({settings.OPERATION_TIMEOUT} s); run it again to finish the work"
+        f"({settings.OPERATION_TIMEOUT} s); {how_to_finish(type)}"
     )
+
+
+def how_to_finish(type: str) -> str:
+    """What a person does to finish the work of an operation that ended early."""
+    if type == Operation.Type.DELETE:
+        return "delete the collection again to finish"
+    if type == Operation.Type.REMOVE_SOURCE:
+        return "remove the source again to finish"
+    return "reindex the collection to finish the work"
 
 
 def finish(
@@ -332,9 +341,9 @@ def _stale_message(operation: Operation, now) -> str:
     if operation.started_at and (now - operation.started_at).total_seconds() > limit:
         return (
             f"The operation ran past OPERATION_TIMEOUT ({limit} s) and its worker "
-            "was stopped; run the operation again to finish the work"
+            f"was stopped; {how_to_finish(operation.type)}"
         )
     return (
         "The worker stopped reporting progress (it was probably killed); "
-        "run the operation again to finish the work"
+        f"{how_to_finish(operation.type)}"
     )

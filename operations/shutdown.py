@@ -30,6 +30,6 @@ def requested() -> bool:
 
 def stopped_message() -> str:
     return (
-        "The worker was stopped before the operation finished; run the operation "
-        "again to finish the work"
+        "The worker was stopped before the operation finished; reindex the "
+        "collection to finish the work"
     )

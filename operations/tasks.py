@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
-from operations import lifecycle
+from operations import lifecycle, shutdown
 from operations.models import Operation
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,15 @@ def run_operation(operation_id: str) -> str:
     """Run one operation; a second delivery of the same task does nothing."""
     from collections_app import indexing
 
+    if shutdown.requested():
+        # Prefetched by a cluster that is stopping: handed back unclaimed, for
+        # another cluster or the next start, instead of failed unrun.
+        lifecycle.enqueue(operation_id)
+        logger.info(
+            "Operation %s handed back to the queue: this worker is stopping",
+            operation_id,
+        )
+        return "requeued"
     operation = _claim_with_retries(operation_id)
     if operation is None:
         logger.info(
@@ -35,7 +44,9 @@ def run_operation(operation_id: str) -> str:
         # here, the operation need not wait for the stale sweep. Re-raised so
         # the queue records the timeout too.
         lifecycle.finish(
-            operation, Operation.Status.FAILED, error=lifecycle.timed_out_message()
+            operation,
+            Operation.Status.FAILED,
+            error=lifecycle.timed_out_message(operation.type),
         )
         indexing.settle_collection(operation)
         raise

@@ -355,7 +355,7 @@ def test_an_operation_the_broker_refused_stays_pending_and_the_sweeper_queues_it
 
     created = subprocess.run(
         [sys.executable, "manage.py", "collections", "create", "Birds"]
-        + ["--source", str(folder), "--owner", as_owner.user.username, "--json"],
+        + ["--source", str(folder), "--owner", as_owner.user.username],
         cwd=BASE_DIR,
         env=child_env(REDIS_URL=nothing_listens),
         capture_output=True,
@@ -369,6 +369,7 @@ def test_an_operation_the_broker_refused_stays_pending_and_the_sweeper_queues_it
     refusals = [line for line in created.stderr.splitlines() if " ERROR " in line]
     assert len(refusals) == 1 and str(operation.id) in refusals[0]
     assert (operation.status, operation.task_id) == (Operation.Status.PENDING, "")
+    assert "the task queue did not answer" in created.stdout
 
     assert lifecycle.requeue_unqueued() == 0  # too young: may still be queueing
     later = timezone.now() + timedelta(minutes=1)
@@ -407,3 +408,37 @@ def test_a_handler_whose_operation_the_sweeper_failed_stops_and_adds_no_event(
     assert not AuditLog.objects.filter(
         action=AuditLog.Action.OPERATION_COMPLETED, operation_uuid=operation.id
     ).exists()
+
+
+def test_a_stopping_worker_hands_an_operation_it_has_not_started_back_unclaimed(
+    as_owner, tmp_path, monkeypatch
+):
+    folder = write_files(tmp_path / "docs", {"a.txt": "notes on the gannet colony"})
+    queued: list[str] = []
+    monkeypatch.setattr(lifecycle, "enqueue", lambda operation_id: queued.append(1))
+    operation = services.create_collection(as_owner, name="Birds", source=str(folder))
+    stop_file = tmp_path / "worker.stop"
+    stop_file.touch()
+    monkeypatch.setenv("QUARRY_STOP_FILE", str(stop_file))
+
+    assert run_operation(str(operation.id)) == "requeued"
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.PENDING
+    assert list(operation.events.values_list("kind", flat=True)) == ["requested"]
+    assert len(queued) == 2  # on commit, then handed back
+
+
+@pytest.mark.slow
+def test_a_worker_started_before_its_broker_waits_for_it_and_stops_cleanly(
+    start_cluster,
+):
+    cluster = start_cluster("startworker", REDIS_URL="redis://127.0.0.1:1/0")
+
+    wait_for(lambda: "waits for it" in cluster.output(), timeout=120)
+    cluster.process.send_signal(signal.SIGTERM)
+
+    assert cluster.process.wait(timeout=30) == 0
+    output = cluster.output()
+    assert "Traceback" not in output and " ERROR " not in output
+    assert output.count(" WARNING ") == 1

@@ -1,5 +1,6 @@
 """Run the task queue's cluster under supervision, as the Procfile's worker.
 
+0. Wait until the task broker answers (Redis may start after the worker).
 1. Fail operations orphaned by a crash, and queue those whose enqueue failed.
 2. Start `manage.py qcluster` as a child in a process group of its own.
    Process managers such as honcho stop a process by signalling its whole
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -27,16 +29,20 @@ from django.db import connections
 
 from operations import shutdown
 from operations.lifecycle import requeue_unqueued, sweep_stale
+from webui.health import check_broker
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+BROKER_WAIT_SECONDS = 2.0
 
 
 class Command(BaseCommand):
     help = "Sweep stale operations, then run `qcluster` until asked to stop."
 
     def handle(self, *args, **options) -> None:
+        if not _broker_answers():
+            return
         swept = sweep_stale()
         if swept:
             logger.info("Marked %d stale operation(s) as failed before starting", swept)
@@ -68,6 +74,35 @@ class Command(BaseCommand):
             stop_file.unlink(missing_ok=True)
         if code not in (0, -signal.SIGTERM):
             sys.exit(code if code > 0 else 128 - code)
+
+
+def _broker_answers() -> bool:
+    """Wait for the broker (Redis may start after the worker); False on a signal.
+
+    Django-Q2's cluster would otherwise fail its start with a long traceback.
+    """
+    stopping = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        check = check_broker()
+        if not check.ok:
+            logger.warning(
+                "The task broker does not answer (%s; %s); the worker waits for it",
+                check.detail,
+                check.cause,
+            )
+        while not check.ok and not stopping:
+            time.sleep(BROKER_WAIT_SECONDS)
+            check = check_broker()
+            if check.ok:
+                logger.info("The task broker answers; starting the worker")
+        return check.ok and not stopping
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dies_with_parent():
