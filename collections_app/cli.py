@@ -83,6 +83,11 @@ class QuarryCommand(BaseCommand):
         operation.refresh_from_db()
         if options["json"]:
             self.print_json(operation.to_dict())
+        elif operation.awaits_queue:
+            self.stdout.write(
+                f"Operation {describe(operation)} is pending: the task queue did not "
+                f"answer, it is queued again once it does; {FOLLOW_HINT}"
+            )
         elif operation.is_active:
             self.stdout.write(
                 f"Operation {describe(operation)} is {operation.status}: queued; "

@@ -37,6 +37,20 @@ def _get_collection_or_404(
     return get_object_or_404(visible_collections(request.user), id=collection_id)
 
 
+def _to_operation(request: HttpRequest, operation, message: str) -> HttpResponse:
+    """To the operation's page, saying what was asked and whether it is queued."""
+    operation.refresh_from_db()
+    if operation.awaits_queue:
+        messages.warning(
+            request,
+            f"{message} The task queue did not answer, so the operation waits; it "
+            "is queued again within a minute of the queue answering.",
+        )
+    else:
+        messages.success(request, message)
+    return redirect(operation)
+
+
 def _apply_error(form: forms.Form, exc: ServiceError) -> None:
     field = exc.field if exc.field in form.fields else None
     form.add_error(field, exc.message)
@@ -60,10 +74,11 @@ def collection_create(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             _apply_error(form, exc)
         else:
-            messages.success(
-                request, f"Collection {operation.collection_name} is being indexed."
+            return _to_operation(
+                request,
+                operation,
+                f"Collection {operation.collection_name} is being indexed.",
             )
-            return redirect(operation)
     return render(request, "collections_app/create.html", {"form": form})
 
 
@@ -139,8 +154,7 @@ def source_add(request: HttpRequest, collection_id: uuid.UUID) -> HttpResponse:
         except ServiceError as exc:
             _apply_error(form, exc)
         else:
-            messages.success(request, "The folder is being added.")
-            return redirect(operation)
+            return _to_operation(request, operation, "The folder is being added.")
     return _render_detail(request, collection, source_form=form)
 
 
@@ -160,8 +174,9 @@ def source_remove(request: HttpRequest, collection_id: uuid.UUID) -> HttpRespons
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect(collection)
-    messages.success(request, f"The folder {source.path} is being removed.")
-    return redirect(operation)
+    return _to_operation(
+        request, operation, f"The folder {source.path} is being removed."
+    )
 
 
 @login_required
@@ -173,8 +188,7 @@ def collection_reindex(request: HttpRequest, collection_id: uuid.UUID) -> HttpRe
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect(collection)
-    messages.success(request, "Reindexing started.")
-    return redirect(operation)
+    return _to_operation(request, operation, "Reindexing started.")
 
 
 @login_required
@@ -191,8 +205,9 @@ def collection_delete(request: HttpRequest, collection_id: uuid.UUID) -> HttpRes
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect(collection)
-    messages.success(request, f"Collection {collection.name} is being deleted.")
-    return redirect(operation)
+    return _to_operation(
+        request, operation, f"Collection {collection.name} is being deleted."
+    )
 
 
 def _selected_collection(request: HttpRequest) -> Collection | None:

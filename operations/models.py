@@ -98,6 +98,11 @@ class Operation(models.Model):
         return self.status in self.ACTIVE
 
     @property
+    def awaits_queue(self) -> bool:
+        """Pending without a task: the broker refused it; the sweeper retries."""
+        return self.status == self.Status.PENDING and not self.task_id
+
+    @property
     def percent(self) -> int:
         if self.status == self.Status.COMPLETED:
             return 100

@@ -17,6 +17,7 @@ from collections_app import services
 from collections_app.cli import BarProgress, PlainProgress
 from collections_app.models import Collection, Document
 from collections_app.services import Request
+from operations import lifecycle
 from operations.models import Operation
 from tests.conftest import BASE_DIR, child_env, write_files
 
@@ -128,12 +129,13 @@ def test_create_passes_description_and_chunking_on(owner, docs):
     assert (collection.description, collection.chunk_size) == ("Home", 400)
 
 
-@pytest.mark.django_db(transaction=False)
-def test_create_without_wait_says_the_operation_is_queued(
-    owner, docs, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=False):
-        outcome = create("notes", docs)
+def test_create_without_wait_says_the_operation_is_queued(owner, docs, monkeypatch):
+    def queued_but_not_run(operation_id) -> bool:
+        Operation.objects.filter(id=operation_id).update(task_id="task-1")
+        return True
+
+    monkeypatch.setattr(lifecycle, "enqueue", queued_but_not_run)
+    outcome = create("notes", docs)
 
     operation = Operation.objects.get()
     assert outcome.code == 0

@@ -195,9 +195,7 @@ def test_it_rejects_a_missing_folder(client, owner, tmp_path):
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "99", "8001"])
-def test_every_chunk_size_out_of_range_gets_the_same_message(
-    client, owner, docs, size
-):
+def test_every_chunk_size_out_of_range_gets_the_same_message(client, owner, docs, size):
     client.force_login(owner)
 
     response = client.post(
@@ -542,3 +540,20 @@ def test_source_paths_are_stored_resolved(client, owner, docs):
     )
 
     assert Collection.objects.get().sources.get().path == str(Path(docs).resolve())
+
+
+def test_creating_while_the_task_queue_refuses_says_the_operation_waits(
+    client, owner, docs, monkeypatch
+):
+    from operations import lifecycle
+
+    monkeypatch.setattr(lifecycle, "enqueue", lambda operation_id: False)
+    client.force_login(owner)
+
+    response = client.post(
+        reverse("collections:create"), form_data(source=str(docs)), follow=True
+    )
+
+    text = page(response).get_text(" ", strip=True)
+    assert "The task queue did not answer, so the operation waits" in text
+    assert Operation.objects.get().status == Operation.Status.PENDING
