@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # A pending operation without a task id this old had its enqueue fail; younger
 # ones may still be between their commit and the broker's answer.
 UNQUEUED_GRACE_SECONDS = 30
+# A pending operation this old with nothing left in the broker lost its task.
+LOST_AFTER_SECONDS = 600
 
 _TERMINAL_ACTION = {
     Operation.Status.COMPLETED: AuditLog.Action.OPERATION_COMPLETED,
@@ -105,6 +107,32 @@ def enqueue(operation_id) -> bool:
     if isinstance(task_id, str):
         Operation.objects.filter(id=operation_id, task_id="").update(task_id=task_id)
     return True
+
+
+def requeue_lost(now=None) -> int:
+    """Queue again old pending operations when the broker holds no task at all.
+
+    Redis without persistence forgets its queue when it restarts; their
+    operations would wait forever. A task that still exists elsewhere (held by
+    a busy cluster) is then delivered twice, which the claim makes harmless.
+    """
+    from django_q.brokers import get_broker
+
+    cutoff = (now or timezone.now()) - timedelta(seconds=LOST_AFTER_SECONDS)
+    waiting = list(
+        Operation.objects.filter(status=Operation.Status.PENDING, created_at__lt=cutoff)
+        .exclude(task_id="")
+        .values_list("id", flat=True)
+    )
+    if not waiting or get_broker().queue_size():
+        return 0
+    for operation_id in waiting:
+        enqueue(operation_id)
+    logger.info(
+        "Queued %d pending operation(s) again: the broker holds no task for them",
+        len(waiting),
+    )
+    return len(waiting)
 
 
 def requeue_unqueued(now=None) -> int:

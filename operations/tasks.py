@@ -123,4 +123,5 @@ class Heartbeat(threading.Thread):
 def sweep() -> int:
     """Scheduled: fail operations whose worker died, queue those never queued."""
     lifecycle.requeue_unqueued()
+    lifecycle.requeue_lost()
     return lifecycle.sweep_stale()

@@ -442,3 +442,23 @@ def test_a_worker_started_before_its_broker_waits_for_it_and_stops_cleanly(
     output = cluster.output()
     assert "Traceback" not in output and " ERROR " not in output
     assert output.count(" WARNING ") == 1
+
+
+def test_an_operation_whose_task_the_broker_lost_is_queued_again(
+    as_owner, tmp_path, monkeypatch
+):
+    """Redis without persistence forgets its queue when it restarts."""
+    folder = write_files(tmp_path / "docs", {"a.txt": "notes on the tern colony"})
+    queued_then_lost = lambda operation_id: Operation.objects.filter(  # noqa: E731
+        id=operation_id
+    ).update(task_id="lost-task")
+    monkeypatch.setattr(lifecycle, "enqueue", queued_then_lost)
+    operation = services.create_collection(as_owner, name="Terns", source=str(folder))
+    monkeypatch.undo()
+
+    assert lifecycle.requeue_lost() == 0  # young: its task may still come
+    later = timezone.now() + timedelta(minutes=15)
+    assert lifecycle.requeue_lost(now=later) == 1
+
+    operation.refresh_from_db()
+    assert operation.status == Operation.Status.COMPLETED
