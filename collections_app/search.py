@@ -199,6 +199,9 @@ def query_words(query: str) -> list[str]:
 
 def keyword_ranking(query: str, collection_ids: list) -> list[int]:
     words = query_words(query)
+    # Words such as "a" or "the" match nearly every passage, and ranking every
+    # match is what makes a word search slow; meaning covers what they add.
+    words = [w for w in words if w not in STOPWORDS] or words
     if not words:
         return []
     placeholders = ", ".join(["%s"] * len(collection_ids))

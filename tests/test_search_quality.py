@@ -128,3 +128,13 @@ def test_a_document_fills_one_result_with_its_best_passage(as_owner, owner, tmp_
     results = search.search(owner, "herons waiting for fish", limit=5)
 
     assert [r.document for r in results] == ["herons.txt", "egrets.txt"]
+
+
+def test_words_like_the_do_not_make_every_passage_a_word_match(library, owner):
+    ranked = search.keyword_ranking("what is the walrus", [library.id])
+
+    documents = set(
+        Document.objects.filter(chunks__id__in=ranked).values_list("path", flat=True)
+    )
+    assert documents == {"walrus.rst"}
+    assert search.keyword_ranking("the", [library.id])  # only stopwords: kept
