@@ -1,7 +1,5 @@
 """The filters of the audit pages: they parse the query string into a queryset."""
 
-import uuid
-
 from django import forms
 from django.db.models import QuerySet
 
@@ -52,10 +50,9 @@ def about_collection(entries: QuerySet, text: str) -> QuerySet:
     """The whole history of the collection with this id, or of every live
     collection with this name; other text matches the names entries were
     written with, as for a deleted collection."""
-    try:
-        return entries.for_collection(uuid.UUID(text))
-    except ValueError:
-        pass
+    by_id = entries.for_collection_named_by_id(text)
+    if by_id is not None:
+        return by_id
     live = Collection.objects.filter(name__iexact=text).values("id")
     if live.exists():
         return entries.filter(collection_uuid__in=live)

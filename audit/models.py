@@ -61,6 +61,14 @@ class AuditLogQuerySet(models.QuerySet):
         """Entries about one collection, also after it was deleted."""
         return self.filter(collection_uuid=collection_id)
 
+    def for_collection_named_by_id(self, text: str) -> "AuditLogQuerySet | None":
+        """`for_collection` when `text` is a collection's id; None when it is not
+        an id at all (then it is a name, for the caller to look up)."""
+        try:
+            return self.for_collection(uuid.UUID(text))
+        except ValueError:
+            return None
+
     def oldest_first(self) -> "AuditLogQuerySet":
         return self.order_by("created_at", "id")
 

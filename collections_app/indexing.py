@@ -21,6 +21,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import CharField, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from audit.models import AuditLog
@@ -486,17 +488,15 @@ def _save_document(
     # An indexed document still listed with this hash no longer holds it (else
     # this file would be its duplicate): its hash is forgotten, so its own file
     # is indexed again when the scan reaches it.
-    stale = Document.objects.filter(
+    # The placeholder is unique per row, as indexed hashes must be, and never
+    # equal to a real SHA-256 digest.
+    Document.objects.filter(
         collection=collection,
         content_hash=pending.digest,
         status=Document.Status.INDEXED,
-    ).exclude(source=source, path=pending.candidate.relpath)
-    for document_id in stale.values_list("id", flat=True):
-        # Unique per row (hashes are unique among indexed documents), and
-        # never equal to a real SHA-256 digest.
-        Document.objects.filter(id=document_id).update(
-            content_hash=f"stale:{document_id}"
-        )
+    ).exclude(source=source, path=pending.candidate.relpath).update(
+        content_hash=Concat(Value("stale:"), Cast("id", CharField()))
+    )
     document, _ = Document.objects.update_or_create(
         source=source,
         path=pending.candidate.relpath,
@@ -613,6 +613,7 @@ def _index_orphaned_duplicates(operation: Operation, progress: Progress) -> None
             error_reason="duplicate",
         )
         .exclude(content_hash__in=indexed)
+        .order_by()
         .values_list("source_id", flat=True)
         .distinct()
     )

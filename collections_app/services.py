@@ -129,14 +129,14 @@ def validate_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise ServiceError("Enter a name.", "name")
-    if len(name) > 200 or "\x00" in name or not _encodable(name):
+    if len(name) > 200 or not _storable(name):
         raise ServiceError("Use a name of at most 200 printable characters.", "name")
     return name
 
 
 def validate_description(description: str | None) -> str:
     description = description or ""
-    if "\x00" in description or not _encodable(description):
+    if not _storable(description):
         raise ServiceError(
             "The description holds a NUL character or bytes that are not text.",
             "description",
@@ -144,8 +144,11 @@ def validate_description(description: str | None) -> str:
     return description
 
 
-def _encodable(text: str) -> bool:
-    """False for lone surrogates: bytes a terminal passed on that are not UTF-8."""
+def _storable(text: str) -> bool:
+    """False for NUL, and for lone surrogates (bytes a terminal passed on that
+    are not UTF-8): no column takes them as they are (webui.text)."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

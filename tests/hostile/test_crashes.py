@@ -57,6 +57,18 @@ def terminal_events(operation: Operation) -> list[str]:
     )
 
 
+def at_the_third_file(act: Callable[[], None]) -> Callable[..., bool]:
+    """A stand-in for `Progress.cancel_requested` that does `act` at file three."""
+    files_begun = itertools.count(1)
+
+    def check(progress: lifecycle.Progress) -> bool:
+        if next(files_begun) == 3:
+            act()
+        return False
+
+    return check
+
+
 def ended(operation: Operation) -> Callable[[], bool]:
     def check() -> bool:
         operation.refresh_from_db()
@@ -182,16 +194,13 @@ def test_the_queue_timeout_inside_a_running_operation_ends_it_failed_at_once(
 ):
     folder = write_files(tmp_path / "slow", many_files(10))
     operation = services.create_collection(as_owner, name="Slow", source=str(folder))
-    files_begun = itertools.count(1)
 
-    def time_runs_out_at_the_third_file(progress: lifecycle.Progress) -> bool:
-        if next(files_begun) == 3:
-            # What Django-Q2's alarm handler raises inside a task at its timeout.
-            raise TimeoutException("Task exceeded maximum timeout value (3 seconds)")
-        return False
+    def time_runs_out() -> None:
+        # What Django-Q2's alarm handler raises inside a task at its timeout.
+        raise TimeoutException("Task exceeded maximum timeout value (3 seconds)")
 
     monkeypatch.setattr(
-        lifecycle.Progress, "cancel_requested", time_runs_out_at_the_third_file
+        lifecycle.Progress, "cancel_requested", at_the_third_file(time_runs_out)
     )
 
     with pytest.raises(TimeoutException):
@@ -386,16 +395,12 @@ def test_a_handler_whose_operation_the_sweeper_failed_stops_and_adds_no_event(
     """A worker paused past the stale bound (a held lock, a stopped VM) resumes."""
     folder = write_files(tmp_path / "docs", many_files(6))
     operation = services.create_collection(as_owner, name="Birds", source=str(folder))
-    files_begun = itertools.count(1)
 
-    def swept_as_stale_at_the_third_file(progress: lifecycle.Progress) -> bool:
-        if next(files_begun) == 3:
-            later = timezone.now() + timedelta(hours=1)
-            assert lifecycle.sweep_stale(now=later) == 1
-        return False
+    def swept_as_stale() -> None:
+        assert lifecycle.sweep_stale(now=timezone.now() + timedelta(hours=1)) == 1
 
     monkeypatch.setattr(
-        lifecycle.Progress, "cancel_requested", swept_as_stale_at_the_third_file
+        lifecycle.Progress, "cancel_requested", at_the_third_file(swept_as_stale)
     )
 
     assert run_operation(str(operation.id)) == Operation.Status.FAILED

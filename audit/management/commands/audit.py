@@ -113,10 +113,9 @@ def _for_collection(
     """The whole history of the collection with this id, or of the owner's
     collection with this name; a name no live collection has is looked up in
     the names the entries were written with (a deleted collection's)."""
-    try:
-        return entries.for_collection(uuid.UUID(name_or_id))
-    except ValueError:
-        pass
+    by_id = entries.for_collection_named_by_id(name_or_id)
+    if by_id is not None:
+        return by_id
     if Collection.objects.filter(name=name_or_id).exists():
         return entries.for_collection(_owners_collection(name_or_id, owner_name).id)
     return _by_name_snapshot(entries, name_or_id)
